@@ -1,0 +1,3 @@
+"""Skiff: a container engine that rebuilds the Docker Engine architecture in Python."""
+
+__version__ = "0.1.0"
