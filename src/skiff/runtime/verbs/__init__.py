@@ -1,0 +1,1 @@
+"""One module per runtime verb: each parses its flags and calls the runtime library."""

@@ -1,0 +1,59 @@
+"""Tearing a container down: kill what is left, remove its cgroup, run poststop, drop the state."""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.state import ContainerState
+
+
+def wait_gone(st: ContainerState, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while st.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def destroy(st: ContainerState, *, force: bool) -> None:
+    import shutil
+
+    from skiff.runtime.cli import RuntimeFailure
+
+    status = st.status()
+    if status in ("running", "paused") and not force:
+        raise RuntimeFailure(f"cannot delete container {st.id} that is not stopped: {status}")
+    cg = None
+    if st.cgroup:
+        from skiff.runtime.cgroups import load_manager
+
+        cg = load_manager(st.cgroup)
+    if st.pid and status != "stopped":
+        if cg is not None and cg.exists():
+            cg.kill_all(9)
+            if status == "paused":
+                cg.thaw()  # frozen tasks only die once thawed
+        try:
+            os.kill(st.pid, 9)
+        except ProcessLookupError:
+            pass
+        if not wait_gone(st):
+            raise RuntimeFailure(f"container {st.id}: init {st.pid} did not exit after SIGKILL")
+    if cg is not None:
+        cg.destroy()
+    hooks = (st.config.get("hooks") or {}).get("poststop")
+    if hooks:
+        from skiff.oci.spec import parse_config
+        from skiff.runtime.hooks import run_hooks
+
+        run_hooks(parse_config(st.config).hooks.get("poststop", []), st.oci_state("stopped"),
+                  "poststop", warn_only=True)
+    shutil.rmtree(st.dir, ignore_errors=True)
+    if os.path.exists(st.dir):
+        raise RuntimeFailure(f"container {st.id}: cannot remove state directory {st.dir}")

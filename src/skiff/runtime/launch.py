@@ -1,0 +1,541 @@
+"""Starting processes in containers: ``create`` (a new init) and ``exec`` (join a running one).
+
+Process tree of ``create`` (no re-exec: the children are forks of the runtime itself, which is
+why the runtime makes itself non-dumpable before touching the container's namespaces, so no
+process in the container can open ``/proc/<runtime>/exe`` or its memory — the CVE-2019-5736
+class of attack)::
+
+    skiff-runc create (P)          the runtime; writes state.json and exits when the init is ready
+      └─ child (C)                 joins namespaces by path, unshares the new ones, forks:
+           └─ init (I)             PID 1 of the new pid namespace: rootfs, pivot_root, user,
+                                   caps, then blocks opening the exec FIFO; ``start`` opens the
+                                   other end and I execs the container's process
+
+C is needed because ``unshare(CLONE_NEWPID)`` and ``setns`` to a pid namespace only apply to
+the caller's children. P, C and I talk over a ``sync.Channel``. ``exec`` follows the same
+shape: C joins the container's namespaces (from ``/proc/<init>/ns``), I' execs the process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys as _sys
+
+from skiff.runtime import process as procmod
+from skiff.runtime.cli import RuntimeFailure
+from skiff.runtime.state import ContainerState, container_dir, proc_start_time
+from skiff.runtime.sync import Channel, SyncError, child_fail
+from skiff.runtime.syscalls import (
+    NAMESPACE_FLAGS,
+    NAMESPACE_PROC_NAMES,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    LinuxSyscalls,
+    Syscalls,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.oci.spec import Config, Process
+    from skiff.runtime.cli import Context
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e) or type(e).__name__
+
+
+def _now_rfc3339() -> str:
+    import time
+
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def load_bundle_config(bundle: str) -> Config:
+    from skiff.oci.spec import SpecError, load_config
+
+    try:
+        config = load_config(bundle)
+    except SpecError as e:
+        raise RuntimeFailure(f"invalid configuration in bundle {bundle}: {e}") from None
+    try:
+        from skiff.oci.validate import SchemaError, validate_config
+    except ImportError:  # pragma: no cover - the validator ships with the package
+        return config
+    try:
+        validate_config(config.raw)
+    except SchemaError as e:
+        raise RuntimeFailure(f"invalid configuration in bundle {bundle}: {e}") from None
+    return config
+
+
+def _flush() -> None:
+    for f in (_sys.stdout, _sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _write_id_maps(pid: int, config: Config) -> None:
+    lx = config.linux
+    for kind, maps in (("uid", lx.uid_mappings), ("gid", lx.gid_mappings)):
+        if not maps:
+            raise RuntimeFailure(f"linux.{kind}Mappings: a new user namespace needs {kind} mappings")
+        data = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        try:
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write(data)
+        except OSError as e:
+            raise RuntimeFailure(f"linux.{kind}Mappings: write /proc/{pid}/{kind}_map: {e.strerror}") from None
+
+
+def _compile_seccomp(config: Config):  # type: ignore[no-untyped-def]
+    if config.linux.seccomp is None:
+        return None
+    from skiff.runtime import seccomp
+
+    try:
+        seccomp.check(config.linux.seccomp)
+        return seccomp.compile(config.linux.seccomp)
+    except seccomp.SeccompError as e:
+        raise RuntimeFailure(f"linux.seccomp: {e}") from None
+
+
+def _kill_and_reap(pid: int, own_child: bool) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    if own_child:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+# --- create ---------------------------------------------------------------------------------
+
+def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
+           no_pivot: bool = False, preserve_fds: int = 0, subreaper: bool = False,
+           own_console: bool = False) -> ContainerState:
+    """Set the container up and leave its init blocked on the exec FIFO."""
+    from skiff.runtime.cgroups import CgroupError, open_manager
+
+    bundle = os.path.abspath(bundle)
+    config = load_bundle_config(bundle)
+    proc = config.process
+    if proc is None:
+        raise RuntimeFailure(f"invalid configuration in bundle {bundle}: process: no process to run")
+    if proc.terminal and not console_socket and not own_console:
+        raise RuntimeFailure("cannot allocate tty if skiff-runc will detach without setting console socket")
+    if not proc.terminal and console_socket:
+        raise RuntimeFailure("cannot use console socket if skiff-runc will not detach or allocate tty")
+    lx = config.linux
+    if lx.namespace("mount") is None:
+        raise RuntimeFailure("linux.namespaces: skiff-runc needs a mount namespace for the container")
+    if config.hostname and (lx.namespace("uts") is None or lx.namespace("uts").path):  # type: ignore[union-attr]
+        raise RuntimeFailure("hostname: unable to set hostname without a private UTS namespace")
+    seccomp_filter = _compile_seccomp(config)
+    try:
+        cg = open_manager(lx.cgroups_path, cid, systemd=ctx.systemd_cgroup)
+    except CgroupError as e:
+        raise RuntimeFailure(f"linux.cgroupsPath: {e}") from None
+
+    cdir = container_dir(ctx.root, cid)
+    os.makedirs(ctx.root, 0o711, exist_ok=True)
+    try:
+        os.mkdir(cdir, 0o711)
+    except FileExistsError:
+        raise RuntimeFailure(f"container with id exists: {cid}") from None
+    st = ContainerState(cid, cdir)
+    st.bundle = bundle
+    st.rootfs = config.root_path
+    st.created = _now_rfc3339()
+    st.owner = "root" if os.geteuid() == 0 else str(os.geteuid())
+    st.annotations = config.annotations
+    raw = dict(config.raw)
+    raw["root"] = dict(raw.get("root") or {}, path=config.root_path)
+    st.config = raw
+    st.no_pivot = no_pivot
+    child = ipid = 0
+    created_cgroup = False
+    try:
+        os.mkfifo(st.fifo, 0o622)
+        cg.create()
+        created_cgroup = True
+        cg.set(lx.resources)
+        st.cgroup = cg.state()
+        parent_chan, child_chan = Channel.pair()
+        if subreaper:
+            LinuxSyscalls().prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _flush()
+        child = os.fork()
+        if child == 0:
+            parent_chan.close()
+            _create_child(config, child_chan, st.fifo, console_socket, no_pivot, seccomp_filter,
+                          preserve_fds)
+        child_chan.close()
+        cg.add(child)
+        parent_chan.send("go")
+        if lx.namespace("user") is not None and not lx.namespace("user").path:  # type: ignore[union-attr]
+            parent_chan.expect("userns")
+            _write_id_maps(child, config)
+            parent_chan.send("userns-done")
+        ipid = parent_chan.expect("pid")["pid"]
+        os.waitpid(child, 0)
+        child = 0
+        start = proc_start_time(ipid)
+        if start is None:
+            raise SyncError("the container's init exited during set-up")
+        st.pid, st.pid_start = ipid, start[0]
+        parent_chan.expect("mounted")
+        from skiff.runtime.hooks import run_hooks
+
+        hook_state = st.oci_state("creating")
+        for kind in ("prestart", "createRuntime"):
+            if kind in config.hooks:
+                run_hooks(config.hooks[kind], hook_state, kind)
+        parent_chan.send("hooks-done", state=st.oci_state("created"))
+        parent_chan.expect("ready")
+        parent_chan.close()
+        st.save()
+        if pid_file:
+            _write_pid_file(pid_file, ipid)
+        return st
+    except BaseException as e:
+        if child:
+            _kill_and_reap(child, True)
+        if ipid:
+            _kill_and_reap(ipid, subreaper)
+        if created_cgroup:
+            try:
+                cg.destroy()
+            except Exception as ce:  # report, but the original error is the one that matters
+                _sys.stderr.write(f"skiff-runc: cleaning up the cgroup of {cid}: {ce}\n")
+        import shutil
+
+        shutil.rmtree(cdir, ignore_errors=True)
+        if isinstance(e, (RuntimeFailure, KeyboardInterrupt)):
+            raise
+        if isinstance(e, CgroupError):
+            raise RuntimeFailure(f"container {cid}: cgroups: {e}") from None
+        raise RuntimeFailure(f"container {cid}: {_describe(e)}") from None
+
+
+def _join_and_unshare(sys: Syscalls, chan: Channel, namespaces: list[tuple[str, str]],
+                      new: list[str], config: Config | None) -> None:
+    """Join the namespaces given by path (user first, mount last), then unshare the new ones."""
+    fds = []
+    for t, path in namespaces:
+        try:
+            fds.append((t, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        except OSError as e:
+            raise OSError(e.errno, f"open {t} namespace {path}: {e.strerror}") from None
+    fds.sort(key=lambda x: 0 if x[0] == "user" else 2 if x[0] == "mount" else 1)
+    for t, fd in fds:
+        try:
+            sys.setns(fd, NAMESPACE_FLAGS[t])
+        except OSError as e:
+            raise OSError(e.errno, f"join {t} namespace: {e.strerror}") from None
+        os.close(fd)
+    if "user" in new:
+        sys.unshare(CLONE_NEWUSER)
+        chan.send("userns")
+        chan.expect("userns-done")
+        if config is not None:
+            if any(m.container_id == 0 for m in config.linux.gid_mappings):
+                sys.setresgid(0)
+            if any(m.container_id == 0 for m in config.linux.uid_mappings):
+                sys.setresuid(0)
+    flags = 0
+    for t in new:
+        if t != "user":
+            flags |= NAMESPACE_FLAGS[t]
+    if flags:
+        sys.unshare(flags)
+
+
+def _create_child(config: Config, chan: Channel, fifo: str, console_socket: str, no_pivot: bool,
+                  seccomp_filter: object, preserve_fds: int) -> None:
+    """C: never returns."""
+    try:
+        sys = LinuxSyscalls()
+        sys.prctl(PR_SET_DUMPABLE, 0)
+        chan.expect("go")
+        lx = config.linux
+        joined = [(ns.type, ns.path) for ns in lx.namespaces if ns.path]
+        new = [ns.type for ns in lx.namespaces if not ns.path]
+        _join_and_unshare(sys, chan, joined, new, config)
+        if "time" in new and lx.time_offsets:
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, off in lx.time_offsets.items():
+                    f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+        ipid = os.fork()
+        if ipid:
+            chan.send("pid", pid=ipid)
+            os._exit(0)
+        _init(sys, config, chan, fifo, console_socket, no_pivot, seccomp_filter, preserve_fds)
+    except BaseException as e:
+        child_fail(chan, _describe(e))
+
+
+def _write_sysctls(config: Config) -> None:
+    for key, value in config.linux.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise OSError(e.errno, f"linux.sysctl {key}: write {path}: {e.strerror}") from None
+
+
+def _personality(sys: Syscalls, config: Config) -> None:
+    p = config.linux.personality
+    if not p:
+        return
+    domain = p.get("domain")
+    value = {"LINUX": 0x0000, "LINUX32": 0x0008}.get(domain or "")
+    if value is None:
+        raise RuntimeFailure(f"linux.personality.domain: unsupported domain {domain!r}")
+    if p.get("flags"):
+        raise RuntimeFailure("linux.personality.flags: personality flags are not supported")
+    sys.personality(value)
+
+
+def _init(sys: Syscalls, config: Config, chan: Channel, fifo: str, console_socket: str,
+          no_pivot: bool, seccomp_filter: object, preserve_fds: int) -> None:
+    """I: the container's init, up to execve. Never returns."""
+    from skiff.runtime import rootfs
+
+    proc = config.process
+    assert proc is not None
+    procmod.close_inherited_fds(2 + preserve_fds)
+    fifofd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+    csock = None
+    if proc.terminal:
+        from skiff.runtime import console
+
+        csock = console.connect(console_socket)
+    rootfs.prepare_rootfs(sys, config, no_pivot=no_pivot)
+    chan.send("mounted")
+    state = chan.expect("hooks-done")["state"]
+    from skiff.runtime.hooks import run_hooks
+
+    if "createContainer" in config.hooks:
+        run_hooks(config.hooks["createContainer"], state, "createContainer")
+    rootfs.enter_rootfs(sys, config, no_pivot=no_pivot)
+    _write_sysctls(config)
+    rootfs.finish_rootfs(sys, config)
+    if config.hostname:
+        sys.sethostname(config.hostname)
+    if config.domainname:
+        sys.setdomainname(config.domainname)
+    _personality(sys, config)
+    if csock is not None:
+        from skiff.runtime import console
+
+        console.setup_console(sys, csock, proc.console_height, proc.console_width, bind_console=True)
+    from skiff.runtime.caps import last_cap
+
+    exe = procmod.prepare(sys, proc, seccomp_filter=seccomp_filter, caps_last=last_cap())
+    env = procmod.env_dict(proc.env)
+    chan.send("ready")
+    chan.close()
+    # blocks until `start` opens the FIFO for reading
+    fd = os.open(f"/proc/self/fd/{fifofd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifofd)
+    try:
+        if "startContainer" in config.hooks:
+            state["status"] = "running"
+            run_hooks(config.hooks["startContainer"], state, "startContainer")
+        if seccomp_filter is not None and proc.no_new_privileges:
+            seccomp_filter.load()  # type: ignore[attr-defined]
+        os.execve(exe, proc.args, env)
+    except BaseException as e:
+        os.write(2, f"skiff-runc: container init: {_describe(e)}\n".encode())
+    os._exit(127)
+
+
+# --- start ----------------------------------------------------------------------------------
+
+def start(st: ContainerState, config: Config | None = None) -> None:
+    """Release a created container's init: open the exec FIFO, read its byte, remove it."""
+    import select
+
+    status = st.status()
+    if status == "stopped":
+        raise RuntimeFailure("cannot start a container that has stopped")
+    if status != "created":
+        raise RuntimeFailure(f"cannot start an already {status} container" if status in ("running", "paused")
+                             else f"cannot start a container in the {status} state")
+    try:
+        fd = os.open(st.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RuntimeFailure(f"container {st.id} has already been started") from None
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        while True:
+            if p.poll(100) and os.read(fd, 1):
+                break
+            if not st.alive():
+                raise RuntimeFailure(f"container {st.id}: the init process exited before it was started")
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(st.fifo)
+    except FileNotFoundError:
+        pass
+    if config is None:
+        from skiff.oci.spec import parse_config
+
+        config = parse_config(st.config)
+    if "poststart" in config.hooks:
+        from skiff.runtime.hooks import run_hooks
+
+        run_hooks(config.hooks["poststart"], st.oci_state("running"), "poststart", warn_only=True)
+
+
+# --- exec -----------------------------------------------------------------------------------
+
+def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: bool, pid_file: str,
+                 console_socket: str, preserve_fds: int = 0, own_console: bool = False) -> int:
+    """Run ``proc`` in the running container; return its exit status (0 when detached)."""
+    from skiff.oci.spec import parse_config
+    from skiff.runtime.cgroups import load_manager
+
+    status = st.status()
+    if status != "running":
+        if status == "created":
+            pass  # runc allows exec into a created container
+        else:
+            raise RuntimeFailure(f"cannot exec in a {status} container")
+    if proc.terminal and not console_socket and not own_console:
+        raise RuntimeFailure("cannot allocate tty if skiff-runc will detach without setting console socket")
+    config = parse_config(st.config)
+    seccomp_filter = _compile_seccomp(config)
+    namespaces = []
+    for ns in config.linux.namespaces:
+        path = f"/proc/{st.pid}/ns/{NAMESPACE_PROC_NAMES[ns.type]}"
+        try:
+            if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{NAMESPACE_PROC_NAMES[ns.type]}").st_ino:
+                continue
+        except FileNotFoundError:
+            raise RuntimeFailure(f"container {st.id}: its init is gone ({path} missing)") from None
+        namespaces.append((ns.type, path))
+    cg = load_manager(st.cgroup) if st.cgroup else None
+    sys = LinuxSyscalls()
+    if not detach:
+        sys.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    parent_chan, child_chan = Channel.pair()
+    _flush()
+    child = os.fork()
+    if child == 0:
+        parent_chan.close()
+        _exec_child(sys, proc, config, child_chan, namespaces, console_socket, seccomp_filter,
+                    preserve_fds)
+    child_chan.close()
+    ipid = 0
+    try:
+        if cg is not None:
+            cg.add(child)
+        parent_chan.send("go")
+        ipid = parent_chan.expect("pid")["pid"]
+        os.waitpid(child, 0)
+        child = 0
+        msg = parent_chan.recv()  # EOF: the process exec'd
+        if msg is not None:
+            if msg.get("type") == "error":
+                raise SyncError(msg.get("message", "unknown error"))
+            raise SyncError(f"unexpected message {msg.get('type')!r} from the exec'd process")
+        if pid_file:
+            _write_pid_file(pid_file, ipid)
+    except BaseException as e:
+        if child:
+            _kill_and_reap(child, True)
+        if ipid:
+            _kill_and_reap(ipid, not detach)
+        if isinstance(e, (RuntimeFailure, KeyboardInterrupt)):
+            raise
+        raise RuntimeFailure(f"exec failed: {_describe(e)}") from None
+    finally:
+        parent_chan.close()
+    if detach:
+        return 0
+    return wait_forwarding_signals(ipid)
+
+
+def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
+                namespaces: list[tuple[str, str]], console_socket: str, seccomp_filter: object,
+                preserve_fds: int) -> None:
+    try:
+        sys.prctl(PR_SET_DUMPABLE, 0)
+        chan.expect("go")
+        csock = None
+        if proc.terminal:
+            from skiff.runtime import console
+
+            csock = console.connect(console_socket)
+        _join_and_unshare(sys, chan, namespaces, [], None)
+        ipid = os.fork()
+        if ipid:
+            chan.send("pid", pid=ipid)
+            os._exit(0)
+        procmod.close_inherited_fds(2 + preserve_fds)
+        if csock is not None:
+            from skiff.runtime import console
+
+            console.setup_console(sys, csock, proc.console_height, proc.console_width, bind_console=False)
+        from skiff.runtime.caps import last_cap
+
+        exe = procmod.prepare(sys, proc, seccomp_filter=seccomp_filter, caps_last=last_cap())
+        if seccomp_filter is not None and proc.no_new_privileges:
+            seccomp_filter.load()  # type: ignore[attr-defined]
+        os.execve(exe, proc.args, procmod.env_dict(proc.env))
+    except BaseException as e:
+        child_fail(chan, _describe(e))
+
+
+# --- waiting ----------------------------------------------------------------------------------
+
+FORWARDED_SIGNALS = (1, 2, 3, 10, 12, 15, 28)  # HUP INT QUIT USR1 USR2 TERM WINCH
+
+
+def wait_forwarding_signals(pid: int) -> int:
+    """Wait for ``pid`` (our child through the subreaper bit), forwarding signals to it; reap any
+    orphans re-parented to us meanwhile. Returns an exit status in the shell's convention."""
+    import _signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in FORWARDED_SIGNALS:
+        _signal.signal(s, forward)
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        except InterruptedError:
+            continue
+        if wpid == pid:
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code

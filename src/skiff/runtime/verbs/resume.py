@@ -1,0 +1,21 @@
+"""``resume``: thaw a paused container."""
+
+from __future__ import annotations
+
+from skiff.runtime.flags import UsageError, parse
+
+
+def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+    from skiff.runtime import state
+    from skiff.runtime.cgroups import load_manager
+    from skiff.runtime.cli import RuntimeFailure
+
+    _, pos = parse(args, [], positional_max=1)
+    if not pos:
+        raise UsageError('"resume" requires exactly 1 argument (the container id)')
+    st = state.load(ctx.root, pos[0])
+    status = st.status()
+    if status != "paused":
+        raise RuntimeFailure(f"container {st.id} is not paused (it is {status})")
+    load_manager(st.cgroup).thaw()
+    return 0

@@ -1,0 +1,44 @@
+"""``run``: create and start; in the foreground, wait and return the container's exit status."""
+
+from __future__ import annotations
+
+from skiff.runtime.flags import Flag, UsageError, parse
+
+FLAGS = [
+    Flag("--bundle,-b", default="."),
+    Flag("--console-socket"),
+    Flag("--pid-file"),
+    Flag("--detach,-d", "bool"),
+    Flag("--keep", "bool"),
+    Flag("--no-pivot", "bool"),
+    Flag("--no-new-keyring", "bool"),
+    Flag("--no-subreaper", "bool"),
+    Flag("--preserve-fds", "int", 0),
+]
+
+
+def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+    from skiff.runtime.launch import create, start, wait_forwarding_signals
+
+    opts, pos = parse(args, FLAGS, positional_max=1)
+    if not pos:
+        raise UsageError('"run" requires exactly 1 argument (the container id)')
+    detach = opts["detach"]
+    st = create(ctx, pos[0], opts["bundle"], pid_file=opts["pid_file"] or "",
+                console_socket=opts["console_socket"] or "", no_pivot=opts["no_pivot"],
+                preserve_fds=opts["preserve_fds"], subreaper=not detach)
+    try:
+        start(st)
+    except BaseException:
+        from skiff.runtime.destroy import destroy
+
+        destroy(st, force=True)
+        raise
+    if detach:
+        return 0
+    code = wait_forwarding_signals(st.pid)
+    if not opts["keep"]:
+        from skiff.runtime.destroy import destroy
+
+        destroy(st, force=True)
+    return code

@@ -1,0 +1,16 @@
+"""``start``: release a created container's init."""
+
+from __future__ import annotations
+
+from skiff.runtime.flags import UsageError, parse
+
+
+def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+    from skiff.runtime import state
+    from skiff.runtime.launch import start
+
+    _, pos = parse(args, [], positional_max=1)
+    if not pos:
+        raise UsageError('"start" requires exactly 1 argument (the container id)')
+    start(state.load(ctx.root, pos[0]))
+    return 0

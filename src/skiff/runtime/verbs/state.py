@@ -1,0 +1,22 @@
+"""``state``: print the OCI state of a container."""
+
+from __future__ import annotations
+
+import json
+
+from skiff.runtime.flags import UsageError, parse
+
+
+def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+    from skiff.runtime import state
+
+    _, pos = parse(args, [], positional_max=1)
+    if not pos:
+        raise UsageError('"state" requires exactly 1 argument (the container id)')
+    st = state.load(ctx.root, pos[0])
+    doc = st.oci_state()
+    doc["rootfs"] = st.rootfs
+    doc["created"] = st.created
+    doc["owner"] = st.owner
+    print(json.dumps(doc, indent=2))
+    return 0
