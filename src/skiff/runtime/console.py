@@ -13,7 +13,7 @@ import os
 from skiff.runtime.syscalls import MS_BIND, Syscalls
 
 
-def connect(path: str):  # type: ignore[no-untyped-def]
+def connect(path: str):
     """Connect to the console socket (before pivot_root: the path is a host path)."""
     import socket
 
@@ -36,19 +36,11 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 
 def open_pty() -> tuple[int, int, str]:
     """(master, slave, slave path) from the devpts of the current mount namespace."""
-    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
-    n = struct.unpack("I", fcntl.ioctl(master, termios.TIOCGPTN, b"\0\0\0\0"))[0]
-    name = f"/dev/pts/{n}"
-    slave = os.open(name, os.O_RDWR | os.O_NOCTTY)
-    return master, slave, name
+    master, slave = os.openpty()
+    return master, slave, os.ttyname(slave)
 
 
-def setup_console(sys: Syscalls, sock, rows: int, cols: int,  # type: ignore[no-untyped-def]
+def setup_console(sys: Syscalls, sock, rows: int, cols: int,
                   bind_console: bool) -> None:
     """In the container process: new session, pty as controlling terminal and stdio, master sent."""
     import socket
@@ -72,7 +64,7 @@ def setup_console(sys: Syscalls, sock, rows: int, cols: int,  # type: ignore[no-
         os.close(slave)
 
 
-def receive_master(sock) -> int:  # type: ignore[no-untyped-def]
+def receive_master(sock) -> int:
     """The other side: receive the master fd from a connected console socket."""
     import array
     import socket

@@ -33,12 +33,12 @@ def parse(args: list[str], flags: list[Flag], *, positional_max: int | None = No
     ``stop_at_first_positional`` makes everything after the first positional argument
     positional (``exec ID cmd --flag`` passes ``--flag`` to the command).
     """
-    by_name = {}
-    for f in flags:
-        for n in f.names:
-            by_name[n] = f
-    values: dict = {f.dest: (list(f.default) if f.kind == "list" else f.default)  # type: ignore[call-overload]
-                    for f in flags}
+    by_name: dict[str, Flag] = {}
+    for fl in flags:
+        for n in fl.names:
+            by_name[n] = fl
+    values: dict = {fl.dest: (list(fl.default) if fl.kind == "list" else fl.default)  # type: ignore[call-overload]
+                    for fl in flags}
     pos: list[str] = []
     i = 0
     while i < len(args):

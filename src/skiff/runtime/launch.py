@@ -26,12 +26,11 @@ from skiff.runtime.cli import RuntimeFailure
 from skiff.runtime.state import ContainerState, container_dir, proc_start_time
 from skiff.runtime.sync import Channel, SyncError, child_fail
 from skiff.runtime.syscalls import (
+    CLONE_NEWUSER,
     NAMESPACE_FLAGS,
     NAMESPACE_PROC_NAMES,
     PR_SET_CHILD_SUBREAPER,
     PR_SET_DUMPABLE,
-    CLONE_NEWNS,
-    CLONE_NEWUSER,
     LinuxSyscalls,
     Syscalls,
 )
@@ -102,7 +101,7 @@ def _write_id_maps(pid: int, config: Config) -> None:
             raise RuntimeFailure(f"linux.{kind}Mappings: write /proc/{pid}/{kind}_map: {e.strerror}") from None
 
 
-def _compile_seccomp(config: Config):  # type: ignore[no-untyped-def]
+def _compile_seccomp(config: Config):
     if config.linux.seccomp is None:
         return None
     from skiff.runtime import seccomp

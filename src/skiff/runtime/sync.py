@@ -18,9 +18,9 @@ runtime → child:
 
 from __future__ import annotations
 
+import _socket
 import json
 import os
-import _socket
 
 MAX_MESSAGE = 1 << 16
 

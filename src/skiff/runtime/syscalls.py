@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # clone/unshare flags
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -224,17 +228,12 @@ class LinuxSyscalls(Syscalls):
                              c.c_ulong(arg5)),
             f"prctl({option}, {arg2})")
 
-    def _cap_structs(self):  # type: ignore[no-untyped-def]
+    def _cap_structs(self) -> tuple[Any, Any]:
         c = self._ctypes
-
-        class Header(c.Structure):
-            _fields_ = [("version", c.c_uint32), ("pid", c.c_int)]
-
-        class Data(c.Structure):
-            _fields_ = [("effective", c.c_uint32), ("permitted", c.c_uint32),
-                        ("inheritable", c.c_uint32)]
-
-        return Header, Data
+        header = type("CapHeader", (c.Structure,), {"_fields_": [("version", c.c_uint32), ("pid", c.c_int)]})
+        data = type("CapData", (c.Structure,), {"_fields_": [
+            ("effective", c.c_uint32), ("permitted", c.c_uint32), ("inheritable", c.c_uint32)]})
+        return header, data
 
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         Header, Data = self._cap_structs()

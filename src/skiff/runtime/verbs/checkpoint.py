@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime.cli import RuntimeFailure
 
     raise RuntimeFailure("checkpoint is not supported by skiff-runc (it has no CRIU integration)")

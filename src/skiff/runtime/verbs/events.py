@@ -8,6 +8,10 @@ import time
 
 from skiff.runtime.flags import Flag, UsageError, parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
+
 
 def parse_duration(s: str) -> float:
     """Go durations as runc takes them: ``5s``, ``500ms``, ``1m``, ``1m30s``."""
@@ -34,7 +38,7 @@ def parse_duration(s: str) -> float:
     return total
 
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime import state
     from skiff.runtime.cgroups import load_manager
     from skiff.runtime.cli import RuntimeFailure

@@ -6,6 +6,10 @@ import json
 
 from skiff.runtime.flags import Flag, UsageError, parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
+
 FLAGS = [
     Flag("--console-socket"), Flag("--cwd"), Flag("--env,-e", "list"), Flag("--tty,-t", "bool"),
     Flag("--user,-u"), Flag("--additional-gids,-g", "list"), Flag("--process,-p"),
@@ -15,7 +19,7 @@ FLAGS = [
 ]
 
 
-def build_process(opts: dict, argv: list[str], base: dict):  # type: ignore[no-untyped-def]
+def build_process(opts: dict, argv: list[str], base: dict):
     """The process to run: ``--process`` file, or the container's process with the flags applied."""
     from skiff.oci.spec import SpecError, parse_process
     from skiff.runtime.cli import RuntimeFailure
@@ -36,9 +40,9 @@ def build_process(opts: dict, argv: list[str], base: dict):  # type: ignore[no-u
         doc["terminal"] = opts["tty"]
         doc.pop("consoleSize", None)
         env = list(doc.get("env") or [])
-        for e in opts["env"]:
-            key = e.split("=", 1)[0]
-            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+        for var in opts["env"]:
+            key = var.split("=", 1)[0]
+            env = [x for x in env if x.split("=", 1)[0] != key] + [var]
         doc["env"] = env
         if opts["cwd"]:
             doc["cwd"] = opts["cwd"]
@@ -71,7 +75,7 @@ def build_process(opts: dict, argv: list[str], base: dict):  # type: ignore[no-u
         raise RuntimeFailure(f"exec: invalid process: {e}") from None
 
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime import state
     from skiff.runtime.launch import exec_process
 

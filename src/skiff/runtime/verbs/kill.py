@@ -6,6 +6,10 @@ import os
 
 from skiff.runtime.flags import Flag, UsageError, parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
+
 SIGNALS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
     "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
@@ -39,7 +43,7 @@ def parse_signal(s: str) -> int:
     raise RuntimeFailure(f"unknown signal {s!r}")
 
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime import state
     from skiff.runtime.cli import RuntimeFailure
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from skiff.runtime.flags import Flag, UsageError, parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
+
 FLAGS = [
     Flag("--bundle,-b", default="."),
     Flag("--console-socket"),
@@ -17,7 +21,7 @@ FLAGS = [
 ]
 
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime.launch import create, start, wait_forwarding_signals
 
     opts, pos = parse(args, FLAGS, positional_max=1)

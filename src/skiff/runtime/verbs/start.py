@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from skiff.runtime.flags import UsageError, parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime import state
     from skiff.runtime.launch import start
 

@@ -7,6 +7,10 @@ import sys
 
 from skiff.runtime.flags import Flag, UsageError, parse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from skiff.runtime.cli import Context
+
 FLAGS = [
     Flag("--resources,-r"),
     Flag("--blkio-weight"), Flag("--cpu-period"), Flag("--cpu-quota"), Flag("--cpu-burst"),
@@ -79,7 +83,7 @@ def _merge(base: dict, new: dict) -> dict:
     return out
 
 
-def run(ctx, args: list[str]) -> int:  # type: ignore[no-untyped-def]
+def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime import state
     from skiff.runtime.cgroups import CgroupError, load_manager
     from skiff.runtime.cli import RuntimeFailure
