@@ -14,8 +14,9 @@ costs ~25 ms (it pulls in ``inspect`` and ``re``), more than the rest of a runti
 
 from __future__ import annotations
 
-import json
 import os
+
+from skiff import fastjson as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -468,10 +469,10 @@ def load_config(bundle: str) -> Config:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            doc = json.load(f)
+            doc = json.loads(f.read())
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file (is {bundle!r} an OCI bundle?)") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:
         raise SpecError(f"{path}: not valid JSON: {e}") from None
     c = parse_config(doc)
     if not os.path.isabs(c.root_path):

@@ -7,9 +7,10 @@ by the container's init (container namespaces).
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from skiff import fastjson as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

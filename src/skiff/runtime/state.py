@@ -13,8 +13,9 @@ truthful even after the init died behind our back):
 
 from __future__ import annotations
 
-import json
 import os
+
+from skiff import fastjson as json
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -127,7 +128,7 @@ def load(root: str, cid: str) -> ContainerState:
     cdir = container_dir(root, cid)
     try:
         with open(os.path.join(cdir, STATE_FILE), "rb") as f:
-            doc = json.load(f)
+            doc = json.loads(f.read())
     except FileNotFoundError:
         if os.path.isdir(cdir):
             st = ContainerState(cid, cdir)  # create is still running (or died before saving)

@@ -19,8 +19,9 @@ runtime → child:
 from __future__ import annotations
 
 import _socket
-import json
 import os
+
+from skiff import fastjson as json
 
 MAX_MESSAGE = 1 << 16
 

@@ -84,6 +84,9 @@ _SYSCALL_NUMBERS = {
 }
 
 
+_BPF_NR = {"x86_64": 321, "aarch64": 280}
+
+
 class SyscallError(OSError):
     """A failed kernel call; the message names the call and its arguments."""
 
@@ -102,6 +105,11 @@ class Syscalls:
         raise NotImplementedError
 
     def umount2(self, target: str, flags: int) -> None:
+        raise NotImplementedError
+
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int,
+                      propagation: int = 0) -> None:
+        """mount_setattr(2) on ``path`` (dirfd AT_FDCWD); ``flags`` e.g. AT_RECURSIVE."""
         raise NotImplementedError
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
@@ -155,6 +163,27 @@ class Syscalls:
     def umask(self, mask: int) -> None:
         raise NotImplementedError
 
+    # cgroup manager: signals and bpf(2) for cgroup v2 device programs
+    def kill(self, pid: int, sig: int) -> None:
+        raise NotImplementedError
+
+    def bpf_prog_load(self, prog_type: int, insns: bytes, license: str, name: str = "") -> int:
+        """Load an eBPF program; return its fd (close-on-exec)."""
+        raise NotImplementedError
+
+    def bpf_prog_attach(self, target_fd: int, prog_fd: int, attach_type: int, flags: int) -> None:
+        raise NotImplementedError
+
+    def bpf_prog_detach(self, target_fd: int, prog_fd: int, attach_type: int) -> None:
+        raise NotImplementedError
+
+    def bpf_prog_query(self, target_fd: int, attach_type: int) -> list[int]:
+        """The ids of the programs attached to ``target_fd`` for ``attach_type``."""
+        raise NotImplementedError
+
+    def bpf_prog_get_fd_by_id(self, prog_id: int) -> int:
+        raise NotImplementedError
+
 
 class LinuxSyscalls(Syscalls):
     """The real calls, through libc."""
@@ -191,6 +220,17 @@ class LinuxSyscalls(Syscalls):
 
     def umount2(self, target: str, flags: int) -> None:
         self._check(self._libc.umount2(target.encode(), flags), f"umount {target}")
+
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int,
+                      propagation: int = 0) -> None:
+        c = self._ctypes
+        # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}; the syscall
+        # number is 442 on every architecture (allocated after the tables were unified)
+        attr = (c.c_uint64 * 4)(attr_set, attr_clr, propagation, 0)
+        self._libc.syscall.restype = c.c_long
+        self._check(self._libc.syscall(c.c_long(442), c.c_int(-100), path.encode(), c.c_uint(flags),
+                                       c.byref(attr), c.c_size_t(32)),
+                    f"mount_setattr {path} (set {attr_set:#x}, clear {attr_clr:#x})")
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         nr = self._nr.get("pivot_root")
@@ -277,6 +317,84 @@ class LinuxSyscalls(Syscalls):
     def umask(self, mask: int) -> None:
         os.umask(mask)
 
+    def kill(self, pid: int, sig: int) -> None:
+        os.kill(pid, sig)
+
+    def _bpf(self, cmd: int, attr: object, what: str) -> int:
+        c = self._ctypes
+        nr = _BPF_NR.get(os.uname().machine)
+        if nr is None:
+            raise SyscallError(38, f"{what}: unknown bpf syscall number on {os.uname().machine}")
+        self._libc.syscall.restype = c.c_long
+        rc = self._libc.syscall(c.c_long(nr), c.c_int(cmd), attr, c.c_uint(c.sizeof(attr)))  # type: ignore[arg-type]
+        return self._check(rc, what)
+
+    def bpf_prog_load(self, prog_type: int, insns: bytes, license: str, name: str = "") -> int:
+        import struct
+
+        c = self._ctypes
+        code = c.create_string_buffer(insns, len(insns))
+        lic = c.create_string_buffer(license.encode())
+        log = c.create_string_buffer(0)
+        for log_size in (0, 1 << 16):
+            attr = c.create_string_buffer(128)
+            if log_size:
+                log = c.create_string_buffer(log_size)
+            struct.pack_into("<IIQQIIQII", attr, 0, prog_type, len(insns) // 8, c.addressof(code),
+                             c.addressof(lic), 1 if log_size else 0, log_size,
+                             c.addressof(log) if log_size else 0, 0, 0)
+            attr[48:48 + min(len(name), 15)] = name.encode()[:15]
+            try:
+                return self._bpf(5, attr, f"bpf(BPF_PROG_LOAD, type {prog_type})")
+            except SyscallError as e:
+                if log_size or e.errno not in (1, 13, 22):  # EPERM, EACCES, EINVAL: get the log
+                    text = log.value.decode(errors="replace").strip().splitlines()[-3:]
+                    if text:
+                        raise SyscallError(e.errno, f"{e.strerror}; verifier: {' / '.join(text)}") from None
+                    raise
+        raise AssertionError("unreachable")
+
+    def _bpf_attach_attr(self, target_fd: int, prog_fd: int, attach_type: int, flags: int):  # type: ignore[no-untyped-def]
+        import struct
+
+        attr = self._ctypes.create_string_buffer(32)
+        struct.pack_into("<IIIII", attr, 0, target_fd, prog_fd, attach_type, flags, 0)
+        return attr
+
+    def bpf_prog_attach(self, target_fd: int, prog_fd: int, attach_type: int, flags: int) -> None:
+        self._bpf(8, self._bpf_attach_attr(target_fd, prog_fd, attach_type, flags),
+                  f"bpf(BPF_PROG_ATTACH, fd {target_fd}, prog fd {prog_fd}, type {attach_type})")
+
+    def bpf_prog_detach(self, target_fd: int, prog_fd: int, attach_type: int) -> None:
+        self._bpf(9, self._bpf_attach_attr(target_fd, prog_fd, attach_type, 0),
+                  f"bpf(BPF_PROG_DETACH, fd {target_fd}, prog fd {prog_fd}, type {attach_type})")
+
+    def bpf_prog_query(self, target_fd: int, attach_type: int) -> list[int]:
+        import struct
+
+        c = self._ctypes
+        n = 64
+        while True:
+            ids = (c.c_uint32 * n)()
+            attr = c.create_string_buffer(40)
+            struct.pack_into("<IIIIQI", attr, 0, target_fd, attach_type, 0, 0, c.addressof(ids), n)
+            try:
+                self._bpf(16, attr, f"bpf(BPF_PROG_QUERY, fd {target_fd}, type {attach_type})")
+            except SyscallError as e:
+                if e.errno == 28 and n < 65536:  # ENOSPC: more programs than room
+                    n *= 4
+                    continue
+                raise
+            count = struct.unpack_from("<I", attr, 24)[0]
+            return list(ids[:count])
+
+    def bpf_prog_get_fd_by_id(self, prog_id: int) -> int:
+        import struct
+
+        attr = self._ctypes.create_string_buffer(16)
+        struct.pack_into("<III", attr, 0, prog_id, 0, 0)
+        return self._bpf(13, attr, f"bpf(BPF_PROG_GET_FD_BY_ID, id {prog_id})")
+
 
 class RecordingSyscalls(Syscalls):
     """Records every call as a tuple ``(name, *args)`` and succeeds.
@@ -311,6 +429,10 @@ class RecordingSyscalls(Syscalls):
 
     def umount2(self, target: str, flags: int) -> None:
         self._rec("umount2", target, flags)
+
+    def mount_setattr(self, path: str, flags: int, attr_set: int, attr_clr: int,
+                      propagation: int = 0) -> None:
+        self._rec("mount_setattr", path, flags, attr_set, attr_clr, propagation)
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         self._rec("pivot_root", new_root, put_old)
@@ -365,3 +487,28 @@ class RecordingSyscalls(Syscalls):
 
     def umask(self, mask: int) -> None:
         self._rec("umask", mask)
+
+    def kill(self, pid: int, sig: int) -> None:
+        self._rec("kill", pid, sig)
+
+    def _fd(self) -> int:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # a real fd the caller may close
+
+    def bpf_prog_load(self, prog_type: int, insns: bytes, license: str, name: str = "") -> int:
+        self._rec("bpf_prog_load", prog_type, insns, license, name)
+        return self._fd()
+
+    def bpf_prog_attach(self, target_fd: int, prog_fd: int, attach_type: int, flags: int) -> None:
+        self._rec("bpf_prog_attach", attach_type, flags)
+
+    def bpf_prog_detach(self, target_fd: int, prog_fd: int, attach_type: int) -> None:
+        self._rec("bpf_prog_detach", attach_type)
+
+    def bpf_prog_query(self, target_fd: int, attach_type: int) -> list[int]:
+        """Returns ``bpf_attached`` (set it to pretend programs are attached)."""
+        self._rec("bpf_prog_query", attach_type)
+        return list(getattr(self, "bpf_attached", []))
+
+    def bpf_prog_get_fd_by_id(self, prog_id: int) -> int:
+        self._rec("bpf_prog_get_fd_by_id", prog_id)
+        return self._fd()

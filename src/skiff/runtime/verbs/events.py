@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
+from skiff import fastjson as json
 from skiff.runtime.flags import Flag, UsageError, parse
 
 TYPE_CHECKING = False

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from skiff import fastjson as json
 from skiff.runtime.flags import Flag, UsageError, parse
 
 TYPE_CHECKING = False
@@ -27,7 +26,7 @@ def build_process(opts: dict, argv: list[str], base: dict):
     if opts["process"]:
         try:
             with open(opts["process"], "rb") as f:
-                doc = json.load(f)
+                doc = json.loads(f.read())
         except OSError as e:
             raise RuntimeFailure(f"exec: read process file {opts['process']}: {e.strerror}") from None
         except ValueError as e:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from skiff import fastjson as json
 from skiff.runtime.flags import Flag, UsageError, parse
 
 TYPE_CHECKING = False

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from skiff import fastjson as json
 from skiff.runtime.flags import UsageError, parse
 
 TYPE_CHECKING = False

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from skiff import fastjson as json
 from skiff.runtime.flags import Flag, UsageError, parse
 
 TYPE_CHECKING = False
