@@ -45,5 +45,6 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
+.venv/bin/python -m skiff.launchers   # pip rewrites console scripts on every install
 
 .venv/bin/python -m skiff.images.builtin build --out build/images

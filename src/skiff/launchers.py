@@ -1,0 +1,46 @@
+"""Rewrite the per-container console scripts into lean launchers.
+
+pip's console-script wrapper runs the venv's interpreter with ``site`` (venv and ``.pth``
+processing, ~4 ms) although the runtime and the shim use the standard library only. The lean
+launcher starts the interpreter with ``-I -S`` (isolated, no site) and puts the directory that
+holds the ``skiff`` package first on ``sys.path``. Run by ``scripts/setup.sh`` after every
+``pip install``: ``python -m skiff.launchers``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+LEAN = {"skiff-runc": "skiff.runtime.cli"}
+
+TEMPLATE = """#!{python} -IS
+# Lean launcher written by `python -m skiff.launchers` (see that module): no site, no venv scan.
+import sys
+sys.path.insert(0, {pkg_parent!r})
+from {module} import main
+sys.exit(main())
+"""
+
+
+def install(bin_dir: str | None = None) -> list[str]:
+    import skiff
+
+    bin_dir = bin_dir or os.path.dirname(sys.executable)
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(skiff.__file__)))
+    written = []
+    for name, module in LEAN.items():
+        path = os.path.join(bin_dir, name)
+        text = TEMPLATE.format(python=sys.executable, pkg_parent=pkg_parent, module=module)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in install():
+        print(f"lean launcher: {p}")
