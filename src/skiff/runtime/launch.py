@@ -110,7 +110,7 @@ def _compile_seccomp(config: Config):
         seccomp.check(config.linux.seccomp)
         return seccomp.compile(config.linux.seccomp)
     except seccomp.SeccompError as e:
-        raise RuntimeFailure(f"linux.seccomp: {e}") from None
+        raise RuntimeFailure(str(e)) from None
 
 
 def _kill_and_reap(pid: int, own_child: bool) -> None:

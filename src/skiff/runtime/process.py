@@ -82,21 +82,21 @@ def write_oom_score_adj(value: int | None, proc_dir: str = "/proc/self") -> None
 
 
 def set_user(sys: Syscalls, proc: Process, caps_last: int) -> None:
-    """Drop the bounding set, switch uid/gid keeping capabilities, then set the capability sets."""
+    """Drop the bounding set, switch uid/gid keeping capabilities, then set the capability sets.
+
+    An absent ``process.capabilities`` means no capabilities at all (as runc does)."""
     from skiff.runtime import caps as capsmod
 
-    c = proc.capabilities
-    if c is not None:
-        capsmod.drop_bounding(sys, capsmod.parse(c.bounding, "process.capabilities.bounding"), caps_last)
+    c = capsmod.configured(proc.capabilities)
+    capsmod.drop_bounding(sys, capsmod.parse(c.bounding, "process.capabilities.bounding", caps_last),
+                          caps_last)
     u = proc.user
     sys.setgroups(u.additional_gids)
-    if c is not None:
-        sys.prctl(PR_SET_KEEPCAPS, 1)
+    sys.prctl(PR_SET_KEEPCAPS, 1)
     sys.setresgid(u.gid)
     sys.setresuid(u.uid)
-    if c is not None:
-        sys.prctl(PR_SET_KEEPCAPS, 0)
-        capsmod.apply(sys, c, caps_last)
+    sys.prctl(PR_SET_KEEPCAPS, 0)
+    capsmod.apply(sys, c, caps_last)
 
 
 def prepare(sys: Syscalls, proc: Process, *, seccomp_filter: object | None, caps_last: int) -> str:
