@@ -8,3 +8,12 @@ def runtime(tmp_path):
     rt = Runtime(str(tmp_path / "runtime-root"))
     yield rt
     rt.cleanup()
+
+
+@pytest.fixture
+def request_cleanup():
+    """A list of callables run after the test, last first."""
+    todo: list = []
+    yield todo
+    for fn in reversed(todo):
+        fn()

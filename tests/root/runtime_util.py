@@ -59,12 +59,21 @@ class Runtime:
         self.ids: list[str] = []
 
     def __call__(self, *args: str, check: bool = True, input: str | None = None,
-                 timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
+                 timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the runtime; stdout and stderr go through files, not pipes, because a created or
+        detached container inherits them and would hold a pipe open long after we return."""
+        import tempfile
+
         cmd = [self.binary, "--root", self.root, *args]
-        p = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout, **kw)  # type: ignore[call-overload]
-        if check and p.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr}")
-        return p
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            p = subprocess.run(cmd, stdout=out, stderr=err, input=input.encode() if input else None,
+                               stdin=None if input else subprocess.DEVNULL, timeout=timeout)
+            out.seek(0)
+            err.seek(0)
+            res = subprocess.CompletedProcess(cmd, p.returncode, out.read().decode(), err.read().decode())
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr}")
+        return res
 
     def track(self, cid: str) -> str:
         self.ids.append(cid)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import pytest
@@ -96,7 +98,7 @@ def test_exec_in_running_container(runtime, tmp_path):
     runtime("run", "-d", "--bundle", bundle, cid)
     p = runtime("exec", cid, "sh", "-c", "echo in; cat /proc/1/cmdline | tr '\\0' ' '; exit 5", check=False)
     assert p.returncode == 5
-    assert p.stdout == "in\nsleep 300 \n"
+    assert p.stdout == "in\nsleep 300 "
     p = runtime("exec", "--env", "FOO=bar", "--cwd", "/tmp", "--user", "65534:65534", cid,
                 "sh", "-c", "echo $FOO $(pwd) $(id -u):$(id -g)")
     assert p.stdout.strip() == "bar /tmp 65534:65534"
@@ -119,9 +121,14 @@ def test_user_capabilities_and_readonly_root(runtime, tmp_path):
 
 def test_masked_and_readonly_paths(runtime, tmp_path):
     bundle = str(tmp_path / "b")
-    make_bundle(bundle, ["sh", "-c", "wc -c < /proc/kcore; echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo ro"])
+    cfg = make_bundle(bundle, ["true"])
+    masked = [p for p in cfg["linux"]["maskedPaths"] if os.path.isfile(p)]
+    assert masked, "the host has none of the default masked files"
+    cfg["process"]["args"] = ["sh", "-c", "for f in " + " ".join(masked) + "; do wc -c < $f; done; "
+                              "echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo ro"]
+    write_config(bundle, cfg)
     out = runtime("run", "--bundle", bundle, "c-mask").stdout.split()
-    assert out == ["0", "ro"]
+    assert out == ["0"] * len(masked) + ["ro"]
 
 
 def test_container_cannot_reach_runtime_exe(runtime, tmp_path):
@@ -135,7 +142,8 @@ def test_container_cannot_reach_runtime_exe(runtime, tmp_path):
                 "cat /proc/1/exe > /dev/null 2>&1 && echo EXE-OPEN; "
                 "readlink /proc/1/exe >/dev/null 2>&1 && echo EXE-LINK; "
                 "cat /proc/1/maps > /dev/null 2>&1 && echo MAPS-OPEN; "
-                "ls /proc/1/fd > /dev/null 2>&1 && echo FD-LIST; echo done")
+                "for f in /proc/1/fd/*; do readlink $f >/dev/null 2>&1 && echo FD-LINK; done; "
+                "cat /proc/1/environ > /dev/null 2>&1 && echo ENVIRON; echo done")
     assert p.stdout.strip() == "done", p.stdout
     runtime("delete", "--force", cid)
 
@@ -169,8 +177,13 @@ def test_failing_prestart_hook_aborts_create(runtime, tmp_path):
     assert not os.path.exists(os.path.join(runtime.root, "c-hookfail"))
 
 
-def test_user_namespace_mapping(runtime, tmp_path):
-    rootfs = str(tmp_path / "rootfs")
+def test_user_namespace_mapping(runtime, tmp_path, request_cleanup):
+    # container root is host uid 100000: every directory up to the rootfs must let it through
+    # (pytest's tmp_path is 0700), as it must for runc: use a directory of its own
+    top = tempfile.mkdtemp(prefix="skiff-userns-")
+    os.chmod(top, 0o755)
+    request_cleanup.append(lambda: shutil.rmtree(top))
+    rootfs = os.path.join(top, "rootfs")
     make_rootfs(rootfs)
     for dirpath, dirnames, filenames in os.walk(rootfs):
         for n in dirnames + filenames:

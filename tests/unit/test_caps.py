@@ -192,12 +192,22 @@ class AmbientRefused(RecordingSyscalls):
 def test_ambient_that_cannot_be_raised_is_a_warning(capsys) -> None:
     s = AmbientRefused()
     s.caps = (0, ALL, 0)
-    caps.apply(s, Capabilities(permitted=["CAP_KILL", "CAP_CHOWN"], ambient=["CAP_KILL", "CAP_CHOWN"]), 40)
+    caps.apply(s, Capabilities(permitted=["CAP_KILL", "CAP_CHOWN"], inheritable=["CAP_KILL", "CAP_CHOWN"],
+                               ambient=["CAP_KILL", "CAP_CHOWN"]), 40)
     raised = [c[3] for c in s.calls if c[:3] == ("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)]
     assert raised == [0, 5]  # both tried
     err = capsys.readouterr().err
     assert "can't raise ambient capability CAP_KILL: Operation not permitted" in err
-    assert "must also be permitted and inheritable" in err
+
+
+def test_ambient_without_inheritable_is_skipped_quietly(capsys) -> None:
+    """runc's default spec lists ambient caps but no inheritable ones: the kernel would refuse
+    them, so they are not raised and nothing is printed (as runc does)."""
+    s = AmbientRefused()
+    s.caps = (0, ALL, 0)
+    caps.apply(s, Capabilities(permitted=["CAP_KILL"], ambient=["CAP_KILL"]), 40)
+    assert not [c for c in s.calls if c[:3] == ("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE)]
+    assert capsys.readouterr().err == ""
 
 
 def test_ambient_clear_failure_is_an_error() -> None:

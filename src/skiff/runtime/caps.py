@@ -180,13 +180,13 @@ def apply(sys: Syscalls, caps: Capabilities, last: int) -> None:
         sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError as e:
         raise SyscallError(e.errno, f"clear the ambient capability set: {os.strerror(e.errno or 0)}") from None
+    # The kernel keeps an ambient capability only if it is also permitted and inheritable.
+    # runc's own default spec lists ambient caps without inheritable ones, so those are skipped
+    # quietly, as runc does; a raise that fails for another reason is warned about.
     for n in range(last + 1):
-        if not amb >> n & 1:
+        if not (amb & perm & inh) >> n & 1:
             continue
         try:
             sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, n)
         except OSError as e:
-            hint = ""
-            if not (perm & inh) >> n & 1:
-                hint = " (an ambient capability must also be permitted and inheritable)"
-            warn(f"can't raise ambient capability {_NAMES[n]}: {os.strerror(e.errno or 0)}{hint}")
+            warn(f"can't raise ambient capability {_NAMES[n]}: {os.strerror(e.errno or 0)}")

@@ -4,18 +4,25 @@ The caller (containerd's shim, ``skiff-shim``, or ``run`` itself) listens on a U
 passes its path as ``--console-socket``; the container process opens ``/dev/ptmx`` of its own
 devpts instance, makes the slave its controlling terminal and stdio, and sends the master fd over
 the socket with SCM_RIGHTS (message text: the pty's name), as runc does.
+
+Imported only when a terminal is wanted, and before the fork: the container process runs this
+code after pivot_root, where the host's Python library is no longer reachable.
 """
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
+import socket
+import struct
+import termios
 
 from skiff.runtime.syscalls import MS_BIND, Syscalls
 
 
 def connect(path: str):
     """Connect to the console socket (before pivot_root: the path is a host path)."""
-    import socket
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -27,9 +34,6 @@ def connect(path: str):
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
-    import fcntl
-    import struct
-    import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -43,7 +47,6 @@ def open_pty() -> tuple[int, int, str]:
 def setup_console(sys: Syscalls, sock, rows: int, cols: int,
                   bind_console: bool) -> None:
     """In the container process: new session, pty as controlling terminal and stdio, master sent."""
-    import socket
 
     master, slave, name = open_pty()
     if rows or cols:
@@ -54,8 +57,6 @@ def setup_console(sys: Syscalls, sock, rows: int, cols: int,
     sock.close()
     os.close(master)
     os.setsid()
-    import fcntl
-    import termios
 
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
@@ -66,8 +67,6 @@ def setup_console(sys: Syscalls, sock, rows: int, cols: int,
 
 def receive_master(sock) -> int:
     """The other side: receive the master fd from a connected console socket."""
-    import array
-    import socket
 
     fds = array.array("i")
     msg, anc, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))

@@ -21,9 +21,15 @@ from __future__ import annotations
 import os
 import sys as _sys
 
+# Everything the forked children run after entering the container's mount namespace must be
+# imported here, before the fork: past pivot_root (or setns into the container's mount
+# namespace) the host's Python library is out of reach.
+from skiff.runtime import caps as _caps
+from skiff.runtime import hooks as _hooks
 from skiff.runtime import process as procmod
+from skiff.runtime import rootfs as _rootfs
 from skiff.runtime.cli import RuntimeFailure
-from skiff.runtime.state import ContainerState, container_dir, proc_start_time
+from skiff.runtime.state import EXEC_FIFO, ContainerState, container_dir, proc_start_time
 from skiff.runtime.sync import Channel, SyncError, child_fail
 from skiff.runtime.syscalls import (
     CLONE_NEWUSER,
@@ -131,7 +137,7 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
            no_pivot: bool = False, preserve_fds: int = 0, subreaper: bool = False,
            own_console: bool = False) -> ContainerState:
     """Set the container up and leave its init blocked on the exec FIFO."""
-    from skiff.runtime.cgroups import CgroupError, open_manager
+    from skiff.runtime.cgroups import CgroupError, open_manager, with_default_devices
 
     bundle = os.path.abspath(bundle)
     config = load_bundle_config(bundle)
@@ -140,6 +146,8 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         raise RuntimeFailure(f"invalid configuration in bundle {bundle}: process: no process to run")
     if proc.terminal and not console_socket and not own_console:
         raise RuntimeFailure("cannot allocate tty if skiff-runc will detach without setting console socket")
+    if proc.terminal:
+        from skiff.runtime import console  # noqa: F401  (imported before the fork, see above)
     if not proc.terminal and console_socket:
         raise RuntimeFailure("cannot use console socket if skiff-runc will not detach or allocate tty")
     lx = config.linux
@@ -173,10 +181,15 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
     created_cgroup = False
     try:
         os.mkfifo(st.fifo, 0o622)
+        os.chmod(st.fifo, 0o622)  # not narrowed by the umask: the init may run as any user
         cg.create()
         created_cgroup = True
-        cg.set(lx.resources)
+        cg.set(with_default_devices(lx.resources, lx.devices))
         st.cgroup = cg.state()
+        # The init reaches the FIFO through this directory fd (openat): after pivot_root the
+        # host path is gone, and /proc/self/fd is closed to a non-dumpable process that has
+        # dropped to a non-root user.
+        state_dirfd = os.open(cdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         parent_chan, child_chan = Channel.pair()
         if subreaper:
             LinuxSyscalls().prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -184,9 +197,10 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         child = os.fork()
         if child == 0:
             parent_chan.close()
-            _create_child(config, child_chan, st.fifo, console_socket, no_pivot, seccomp_filter,
-                          preserve_fds)
+            _create_child(config, bundle, child_chan, state_dirfd, console_socket, no_pivot,
+                          seccomp_filter, preserve_fds)
         child_chan.close()
+        os.close(state_dirfd)
         cg.add(child)
         parent_chan.send("go")
         if lx.namespace("user") is not None and not lx.namespace("user").path:  # type: ignore[union-attr]
@@ -267,8 +281,8 @@ def _join_and_unshare(sys: Syscalls, chan: Channel, namespaces: list[tuple[str, 
         sys.unshare(flags)
 
 
-def _create_child(config: Config, chan: Channel, fifo: str, console_socket: str, no_pivot: bool,
-                  seccomp_filter: object, preserve_fds: int) -> None:
+def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int, console_socket: str,
+                  no_pivot: bool, seccomp_filter: object, preserve_fds: int) -> None:
     """C: never returns."""
     try:
         sys = LinuxSyscalls()
@@ -286,7 +300,8 @@ def _create_child(config: Config, chan: Channel, fifo: str, console_socket: str,
         if ipid:
             chan.send("pid", pid=ipid)
             os._exit(0)
-        _init(sys, config, chan, fifo, console_socket, no_pivot, seccomp_filter, preserve_fds)
+        _init(sys, config, bundle, chan, state_dirfd, console_socket, no_pivot, seccomp_filter,
+              preserve_fds)
     except BaseException as e:
         child_fail(chan, _describe(e))
 
@@ -314,25 +329,22 @@ def _personality(sys: Syscalls, config: Config) -> None:
     sys.personality(value)
 
 
-def _init(sys: Syscalls, config: Config, chan: Channel, fifo: str, console_socket: str,
-          no_pivot: bool, seccomp_filter: object, preserve_fds: int) -> None:
+def _init(sys: Syscalls, config: Config, bundle: str, chan: Channel, state_dirfd: int,
+          console_socket: str, no_pivot: bool, seccomp_filter: object, preserve_fds: int) -> None:
     """I: the container's init, up to execve. Never returns."""
-    from skiff.runtime import rootfs
-
+    rootfs = _rootfs
     proc = config.process
     assert proc is not None
     procmod.close_inherited_fds(2 + preserve_fds)
-    fifofd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
     csock = None
     if proc.terminal:
         from skiff.runtime import console
 
         csock = console.connect(console_socket)
-    rootfs.prepare_rootfs(sys, config, no_pivot=no_pivot)
+    rootfs.prepare_rootfs(sys, config, no_pivot=no_pivot, bundle=bundle)
     chan.send("mounted")
     state = chan.expect("hooks-done")["state"]
-    from skiff.runtime.hooks import run_hooks
-
+    run_hooks = _hooks.run_hooks
     if "createContainer" in config.hooks:
         run_hooks(config.hooks["createContainer"], state, "createContainer")
     rootfs.enter_rootfs(sys, config, no_pivot=no_pivot)
@@ -347,18 +359,16 @@ def _init(sys: Syscalls, config: Config, chan: Channel, fifo: str, console_socke
         from skiff.runtime import console
 
         console.setup_console(sys, csock, proc.console_height, proc.console_width, bind_console=True)
-    from skiff.runtime.caps import last_cap
-
-    exe = procmod.prepare(sys, proc, seccomp_filter=seccomp_filter, caps_last=last_cap())
+    exe = procmod.prepare(sys, proc, seccomp_filter=seccomp_filter, caps_last=_caps.last_cap())
     env = procmod.env_dict(proc.env)
     chan.send("ready")
     chan.close()
-    # blocks until `start` opens the FIFO for reading
-    fd = os.open(f"/proc/self/fd/{fifofd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
-    os.close(fifofd)
     try:
+        # blocks until `start` opens the FIFO for reading
+        fd = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_dirfd)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(state_dirfd)
         if "startContainer" in config.hooks:
             state["status"] = "running"
             run_hooks(config.hooks["startContainer"], state, "startContainer")
@@ -426,6 +436,8 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
             raise RuntimeFailure(f"cannot exec in a {status} container")
     if proc.terminal and not console_socket and not own_console:
         raise RuntimeFailure("cannot allocate tty if skiff-runc will detach without setting console socket")
+    if proc.terminal:
+        from skiff.runtime import console  # noqa: F401  (imported before the fork)
     config = parse_config(st.config)
     seccomp_filter = _compile_seccomp(config)
     namespaces = []
@@ -500,9 +512,7 @@ def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
             from skiff.runtime import console
 
             console.setup_console(sys, csock, proc.console_height, proc.console_width, bind_console=False)
-        from skiff.runtime.caps import last_cap
-
-        exe = procmod.prepare(sys, proc, seccomp_filter=seccomp_filter, caps_last=last_cap())
+        exe = procmod.prepare(sys, proc, seccomp_filter=seccomp_filter, caps_last=_caps.last_cap())
         if seccomp_filter is not None and proc.no_new_privileges:
             seccomp_filter.load()  # type: ignore[attr-defined]
         os.execve(exe, proc.args, procmod.env_dict(proc.env))

@@ -190,8 +190,10 @@ class LinuxSyscalls(Syscalls):
 
     def __init__(self) -> None:
         import ctypes
+        import resource
 
         self._ctypes = ctypes
+        self._resource = resource
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._nr = _SYSCALL_NUMBERS.get(os.uname().machine, {})
 
@@ -304,9 +306,7 @@ class LinuxSyscalls(Syscalls):
         os.setresuid(uid, uid, uid)
 
     def setrlimit(self, resource: int, soft: int, hard: int) -> None:
-        import resource as _resource
-
-        _resource.prlimit(0, resource, (soft, hard))
+        self._resource.prlimit(0, resource, (soft, hard))
 
     def personality(self, persona: int) -> None:
         self._check(self._libc.personality(self._ctypes.c_ulong(persona)), f"personality({persona:#x})")
@@ -326,7 +326,7 @@ class LinuxSyscalls(Syscalls):
         if nr is None:
             raise SyscallError(38, f"{what}: unknown bpf syscall number on {os.uname().machine}")
         self._libc.syscall.restype = c.c_long
-        rc = self._libc.syscall(c.c_long(nr), c.c_int(cmd), attr, c.c_uint(c.sizeof(attr)))  # type: ignore[arg-type]
+        rc = self._libc.syscall(c.c_long(nr), c.c_int(cmd), attr, c.c_uint(c.sizeof(attr)))
         return self._check(rc, what)
 
     def bpf_prog_load(self, prog_type: int, insns: bytes, license: str, name: str = "") -> int:
@@ -354,7 +354,7 @@ class LinuxSyscalls(Syscalls):
                     raise
         raise AssertionError("unreachable")
 
-    def _bpf_attach_attr(self, target_fd: int, prog_fd: int, attach_type: int, flags: int):  # type: ignore[no-untyped-def]
+    def _bpf_attach_attr(self, target_fd: int, prog_fd: int, attach_type: int, flags: int):
         import struct
 
         attr = self._ctypes.create_string_buffer(32)

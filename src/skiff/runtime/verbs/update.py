@@ -107,6 +107,9 @@ def run(ctx: Context, args: list[str]) -> int:
             raise RuntimeFailure(f"update: resources from {src} must be a JSON object")
     else:
         res = resources_from_flags(opts)
+    # as runc: update never rewrites device rules (a v1 rewrite starts with "deny all", which
+    # would briefly cut a running container off from /dev/null)
+    res.pop("devices", None)
     try:
         load_manager(st.cgroup).update(res)
     except CgroupError as e:
