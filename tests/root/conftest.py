@@ -1,5 +1,4 @@
 import pytest
-
 from runtime_util import Runtime
 
 

@@ -9,7 +9,6 @@ import tempfile
 import time
 
 import pytest
-
 from runtime_util import make_bundle, make_rootfs, write_config
 
 pytestmark = pytest.mark.root

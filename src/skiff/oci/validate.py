@@ -98,7 +98,7 @@ def _load(name: str) -> Any:
             doc = {}
         else:
             path = os.path.join(SCHEMA_DIR, name)
-            import json  # already loaded in the runtime, which parses config.json with it
+            from skiff import fastjson as json  # the runtime's lean JSON (no `re`)
 
             with open(path, "rb") as f:
                 data = f.read()

@@ -21,9 +21,29 @@ def wait_gone(st: ContainerState, timeout: float = 10.0) -> bool:
     return True
 
 
-def destroy(st: ContainerState, *, force: bool) -> None:
-    import shutil
+def remove_state_dir(path: str) -> None:
+    """Remove a container's state directory (flat: state.json, the FIFO, temp files).
+    Not shutil.rmtree: importing shutil costs more than the whole removal."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for n in names:
+        p = os.path.join(path, n)
+        if os.path.isdir(p) and not os.path.islink(p):
+            remove_state_dir(p)
+        else:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
+
+def destroy(st: ContainerState, *, force: bool) -> None:
     from skiff.runtime.cli import RuntimeFailure
 
     status = st.status()
@@ -54,6 +74,6 @@ def destroy(st: ContainerState, *, force: bool) -> None:
 
         run_hooks(parse_config(st.config).hooks.get("poststop", []), st.oci_state("stopped"),
                   "poststop", warn_only=True)
-    shutil.rmtree(st.dir, ignore_errors=True)
+    remove_state_dir(st.dir)
     if os.path.exists(st.dir):
         raise RuntimeFailure(f"container {st.id}: cannot remove state directory {st.dir}")

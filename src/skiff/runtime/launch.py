@@ -238,9 +238,12 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
                 cg.destroy()
             except Exception as ce:  # report, but the original error is the one that matters
                 _sys.stderr.write(f"skiff-runc: cleaning up the cgroup of {cid}: {ce}\n")
-        import shutil
+        from skiff.runtime.destroy import remove_state_dir
 
-        shutil.rmtree(cdir, ignore_errors=True)
+        try:
+            remove_state_dir(cdir)
+        except OSError as re_:
+            _sys.stderr.write(f"skiff-runc: cleaning up {cdir}: {re_}\n")
         if isinstance(e, (RuntimeFailure, KeyboardInterrupt)):
             raise
         if isinstance(e, CgroupError):
