@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import _json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 _WS = " \t\n\r"
 
 
@@ -28,10 +32,10 @@ class _ScanContext:
         return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
 
 
-_scan = _json.make_scanner(_ScanContext())
+_scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]  # any object with these attributes
 
 
-def loads(s: str | bytes) -> object:
+def loads(s: str | bytes) -> Any:
     if isinstance(s, (bytes, bytearray)):
         s = s.decode()
     start = len(s) - len(s.lstrip(_WS))
@@ -70,6 +74,6 @@ def _pretty(obj: object, indent: int, level: int) -> str:
     return "".join(_encode(obj, 0))
 
 
-def load_file(path: str) -> object:
+def load_file(path: str) -> Any:
     with open(path, "rb") as f:
         return loads(f.read())

@@ -4,10 +4,10 @@ import pytest
 
 from skiff.runtime.cli import main
 from skiff.runtime.flags import Flag, UsageError, parse
+from skiff.runtime.verbs import update as update_verb
 from skiff.runtime.verbs.events import parse_duration
 from skiff.runtime.verbs.kill import parse_signal
 from skiff.runtime.verbs.update import parse_bytes, resources_from_flags
-from skiff.runtime.verbs import update as update_verb
 
 
 def test_flags_forms():

@@ -43,6 +43,8 @@ from skiff.runtime.syscalls import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
+
     from skiff.oci.spec import Config, Process
     from skiff.runtime.cli import Context
 
@@ -131,12 +133,69 @@ def _kill_and_reap(pid: int, own_child: bool) -> None:
             pass
 
 
+class OwnConsole:
+    """The pty of a foreground ``run``/``exec`` with a terminal and no ``--console-socket``: the
+    container process sends the master over a socketpair instead of a console socket, and the
+    runtime proxies it to its own stdin/stdout (``console.proxy``) while it waits."""
+
+    __slots__ = ("master", "_ours", "_theirs")
+
+    def __init__(self) -> None:
+        self.master = -1
+        self._ours: _socket.socket | None = None
+        self._theirs: _socket.socket | None = None
+
+    def open(self) -> _socket.socket:
+        """Make the socketpair; return the container process's end."""
+        from skiff.runtime import console
+
+        self._ours, self._theirs = console.socketpair()
+        return self._theirs
+
+    def in_child(self) -> None:
+        """In the forked child: the runtime's end is not the child's business."""
+        if self._ours is not None:
+            self._ours.close()
+            self._ours = None
+
+    def forked(self) -> None:
+        """In the runtime after the fork: only the child needs its end now."""
+        if self._theirs is not None:
+            self._theirs.close()
+            self._theirs = None
+
+    def receive(self) -> None:
+        """Take the master the container process sent (it did, before reporting success)."""
+        from skiff.runtime import console
+
+        assert self._ours is not None
+        try:
+            self.master = console.receive_master(self._ours)
+        except OSError as e:
+            raise RuntimeFailure(f"receive the pty master from the container process: {_describe(e)}") from None
+        finally:
+            self._ours.close()
+            self._ours = None
+
+    def close(self) -> None:
+        for s in (self._ours, self._theirs):
+            if s is not None:
+                s.close()
+        self._ours = self._theirs = None
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+
+
 # --- create ---------------------------------------------------------------------------------
 
 def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
            no_pivot: bool = False, preserve_fds: int = 0, subreaper: bool = False,
-           own_console: bool = False) -> ContainerState:
-    """Set the container up and leave its init blocked on the exec FIFO."""
+           own_console: OwnConsole | None = None) -> ContainerState:
+    """Set the container up and leave its init blocked on the exec FIFO.
+
+    With a terminal and no ``console_socket``, ``own_console`` (a foreground ``run``) receives
+    the pty's master; without it that combination is refused, as runc refuses it."""
     from skiff.runtime.cgroups import CgroupError, open_manager, with_default_devices
 
     bundle = os.path.abspath(bundle)
@@ -144,10 +203,12 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
     proc = config.process
     if proc is None:
         raise RuntimeFailure(f"invalid configuration in bundle {bundle}: process: no process to run")
-    if proc.terminal and not console_socket and not own_console:
+    if proc.terminal and not console_socket and own_console is None:
         raise RuntimeFailure("cannot allocate tty if skiff-runc will detach without setting console socket")
     if proc.terminal:
         from skiff.runtime import console  # noqa: F401  (imported before the fork, see above)
+    if not (proc.terminal and not console_socket):
+        own_console = None
     if not proc.terminal and console_socket:
         raise RuntimeFailure("cannot use console socket if skiff-runc will not detach or allocate tty")
     lx = config.linux
@@ -194,12 +255,17 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         if subreaper:
             LinuxSyscalls().prctl(PR_SET_CHILD_SUBREAPER, 1)
         _flush()
+        console_arg: str | _socket.socket = own_console.open() if own_console else console_socket
         child = os.fork()
         if child == 0:
             parent_chan.close()
-            _create_child(config, bundle, child_chan, state_dirfd, console_socket, no_pivot,
+            if own_console is not None:
+                own_console.in_child()
+            _create_child(config, bundle, child_chan, state_dirfd, console_arg, no_pivot,
                           seccomp_filter, preserve_fds)
         child_chan.close()
+        if own_console is not None:
+            own_console.forked()
         os.close(state_dirfd)
         cg.add(child)
         parent_chan.send("go")
@@ -224,11 +290,15 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         parent_chan.send("hooks-done", state=st.oci_state("created"))
         parent_chan.expect("ready")
         parent_chan.close()
+        if own_console is not None:
+            own_console.receive()
         st.save()
         if pid_file:
             _write_pid_file(pid_file, ipid)
         return st
     except BaseException as e:
+        if own_console is not None:
+            own_console.close()
         if child:
             _kill_and_reap(child, True)
         if ipid:
@@ -284,7 +354,8 @@ def _join_and_unshare(sys: Syscalls, chan: Channel, namespaces: list[tuple[str, 
         sys.unshare(flags)
 
 
-def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int, console_socket: str,
+def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int,
+                  console_socket: str | _socket.socket,
                   no_pivot: bool, seccomp_filter: object, preserve_fds: int) -> None:
     """C: never returns."""
     try:
@@ -333,8 +404,10 @@ def _personality(sys: Syscalls, config: Config) -> None:
 
 
 def _init(sys: Syscalls, config: Config, bundle: str, chan: Channel, state_dirfd: int,
-          console_socket: str, no_pivot: bool, seccomp_filter: object, preserve_fds: int) -> None:
-    """I: the container's init, up to execve. Never returns."""
+          console_socket: str | _socket.socket, no_pivot: bool, seccomp_filter: object,
+          preserve_fds: int) -> None:
+    """I: the container's init, up to execve. Never returns. ``console_socket``: a path to
+    connect to, or an already connected socket (the runtime's own console)."""
     rootfs = _rootfs
     proc = config.process
     assert proc is not None
@@ -343,7 +416,7 @@ def _init(sys: Syscalls, config: Config, bundle: str, chan: Channel, state_dirfd
     if proc.terminal:
         from skiff.runtime import console
 
-        csock = console.connect(console_socket)
+        csock = console.connect(console_socket) if isinstance(console_socket, str) else console_socket
     rootfs.prepare_rootfs(sys, config, no_pivot=no_pivot, bundle=bundle)
     chan.send("mounted")
     state = chan.expect("hooks-done")["state"]
@@ -383,51 +456,14 @@ def _init(sys: Syscalls, config: Config, bundle: str, chan: Channel, state_dirfd
     os._exit(127)
 
 
-# --- start ----------------------------------------------------------------------------------
-
-def start(st: ContainerState, config: Config | None = None) -> None:
-    """Release a created container's init: open the exec FIFO, read its byte, remove it."""
-    import select
-
-    status = st.status()
-    if status == "stopped":
-        raise RuntimeFailure("cannot start a container that has stopped")
-    if status != "created":
-        raise RuntimeFailure(f"cannot start an already {status} container" if status in ("running", "paused")
-                             else f"cannot start a container in the {status} state")
-    try:
-        fd = os.open(st.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise RuntimeFailure(f"container {st.id} has already been started") from None
-    try:
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        while True:
-            if p.poll(100) and os.read(fd, 1):
-                break
-            if not st.alive():
-                raise RuntimeFailure(f"container {st.id}: the init process exited before it was started")
-    finally:
-        os.close(fd)
-    try:
-        os.unlink(st.fifo)
-    except FileNotFoundError:
-        pass
-    if config is None:
-        from skiff.oci.spec import parse_config
-
-        config = parse_config(st.config)
-    if "poststart" in config.hooks:
-        from skiff.runtime.hooks import run_hooks
-
-        run_hooks(config.hooks["poststart"], st.oci_state("running"), "poststart", warn_only=True)
-
-
 # --- exec -----------------------------------------------------------------------------------
 
 def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: bool, pid_file: str,
                  console_socket: str, preserve_fds: int = 0, own_console: bool = False) -> int:
-    """Run ``proc`` in the running container; return its exit status (0 when detached)."""
+    """Run ``proc`` in the running container; return its exit status (0 when detached).
+
+    ``own_console`` (a foreground ``exec -t`` without ``console_socket``): the runtime keeps the
+    pty's master and proxies it to its own stdin/stdout until the process exits."""
     from skiff.oci.spec import parse_config
     from skiff.runtime.cgroups import load_manager
 
@@ -437,10 +473,13 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
             pass  # runc allows exec into a created container
         else:
             raise RuntimeFailure(f"cannot exec in a {status} container")
-    if proc.terminal and not console_socket and not own_console:
+    if proc.terminal and not console_socket and (detach or not own_console):
         raise RuntimeFailure("cannot allocate tty if skiff-runc will detach without setting console socket")
+    if console_socket and not (detach and proc.terminal):
+        raise RuntimeFailure("cannot use console socket if skiff-runc will not detach or allocate tty")
     if proc.terminal:
         from skiff.runtime import console  # noqa: F401  (imported before the fork)
+    own = OwnConsole() if proc.terminal and not console_socket else None
     config = parse_config(st.config)
     seccomp_filter = _compile_seccomp(config)
     namespaces = []
@@ -457,13 +496,18 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
     if not detach:
         sys.prctl(PR_SET_CHILD_SUBREAPER, 1)
     parent_chan, child_chan = Channel.pair()
+    console_arg: str | _socket.socket = own.open() if own is not None else console_socket
     _flush()
     child = os.fork()
     if child == 0:
         parent_chan.close()
-        _exec_child(sys, proc, config, child_chan, namespaces, console_socket, seccomp_filter,
+        if own is not None:
+            own.in_child()
+        _exec_child(sys, proc, config, child_chan, namespaces, console_arg, seccomp_filter,
                     preserve_fds)
     child_chan.close()
+    if own is not None:
+        own.forked()
     ipid = 0
     try:
         if cg is not None:
@@ -477,9 +521,13 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
             if msg.get("type") == "error":
                 raise SyncError(msg.get("message", "unknown error"))
             raise SyncError(f"unexpected message {msg.get('type')!r} from the exec'd process")
+        if own is not None:
+            own.receive()
         if pid_file:
             _write_pid_file(pid_file, ipid)
     except BaseException as e:
+        if own is not None:
+            own.close()
         if child:
             _kill_and_reap(child, True)
         if ipid:
@@ -491,12 +539,16 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
         parent_chan.close()
     if detach:
         return 0
-    return wait_forwarding_signals(ipid)
+    try:
+        return wait_forwarding_signals(ipid, own)
+    finally:
+        if own is not None:
+            own.close()
 
 
 def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
-                namespaces: list[tuple[str, str]], console_socket: str, seccomp_filter: object,
-                preserve_fds: int) -> None:
+                namespaces: list[tuple[str, str]], console_socket: str | _socket.socket,
+                seccomp_filter: object, preserve_fds: int) -> None:
     try:
         sys.prctl(PR_SET_DUMPABLE, 0)
         chan.expect("go")
@@ -504,7 +556,7 @@ def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
         if proc.terminal:
             from skiff.runtime import console
 
-            csock = console.connect(console_socket)
+            csock = console.connect(console_socket) if isinstance(console_socket, str) else console_socket
         _join_and_unshare(sys, chan, namespaces, [], None)
         ipid = os.fork()
         if ipid:
@@ -528,10 +580,17 @@ def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
 FORWARDED_SIGNALS = (1, 2, 3, 10, 12, 15, 28)  # HUP INT QUIT USR1 USR2 TERM WINCH
 
 
-def wait_forwarding_signals(pid: int) -> int:
+def wait_forwarding_signals(pid: int, own_console: OwnConsole | None = None) -> int:
     """Wait for ``pid`` (our child through the subreaper bit), forwarding signals to it; reap any
-    orphans re-parented to us meanwhile. Returns an exit status in the shell's convention."""
+    orphans re-parented to us meanwhile. Returns an exit status in the shell's convention.
+    With ``own_console``, proxy its pty to our stdin/stdout meanwhile (SIGWINCH then resizes
+    the pty instead of being forwarded)."""
     import _signal
+
+    if own_console is not None and own_console.master >= 0:
+        from skiff.runtime import console
+
+        return console.proxy(own_console.master, pid, tuple(s for s in FORWARDED_SIGNALS if s != 28))
 
     def forward(signum: int, _frame: object) -> None:
         try:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 def run(ctx: Context, args: list[str]) -> int:
     from skiff.runtime import state
-    from skiff.runtime.launch import start
+    from skiff.runtime.start import start
 
     _, pos = parse(args, [], positional_max=1)
     if not pos:
