@@ -109,14 +109,15 @@ def _write_id_maps(pid: int, config: Config) -> None:
             raise RuntimeFailure(f"linux.{kind}Mappings: write /proc/{pid}/{kind}_map: {e.strerror}") from None
 
 
-def _compile_seccomp(config: Config):
+def _compile_seccomp(config: Config, state_root: str):
+    """The container's seccomp program, compiled once per distinct profile and cached under the
+    runtime's state root (see seccomp.compile_cached)."""
     if config.linux.seccomp is None:
         return None
     from skiff.runtime import seccomp
 
     try:
-        seccomp.check(config.linux.seccomp)
-        return seccomp.compile(config.linux.seccomp)
+        return seccomp.compile_cached(config.linux.seccomp, os.path.join(state_root, ".seccomp"))
     except seccomp.SeccompError as e:
         raise RuntimeFailure(str(e)) from None
 
@@ -212,15 +213,19 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
     if not proc.terminal and console_socket:
         raise RuntimeFailure("cannot use console socket if skiff-runc will not detach or allocate tty")
     lx = config.linux
-    if lx.namespace("mount") is None:
-        raise RuntimeFailure("linux.namespaces: skiff-runc needs a mount namespace for the container")
-    if config.hostname and (lx.namespace("uts") is None or lx.namespace("uts").path):  # type: ignore[union-attr]
+    # No mount namespace is allowed (the spec: an absent namespace is inherited from the
+    # runtime): the mounts are then made in the runtime's namespace and the init chroots
+    # (rootfs.py); delete unmounts them. A hostname needs a UTS namespace of the container,
+    # new or joined by path (it is set in the joined one, as runc does).
+    if config.hostname and lx.namespace("uts") is None:
         raise RuntimeFailure("hostname: unable to set hostname without a private UTS namespace")
-    seccomp_filter = _compile_seccomp(config)
+    seccomp_filter = _compile_seccomp(config, ctx.root)
     try:
         cg = open_manager(lx.cgroups_path, cid, systemd=ctx.systemd_cgroup)
     except CgroupError as e:
         raise RuntimeFailure(f"linux.cgroupsPath: {e}") from None
+    shared_mnt = lx.namespace("mount") is None
+    pre_mount = _rootfs.rootfs_mount_id(config) if shared_mnt else 0
 
     cdir = container_dir(ctx.root, cid)
     os.makedirs(ctx.root, 0o711, exist_ok=True)
@@ -283,13 +288,17 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         parent_chan.expect("mounted")
         from skiff.runtime.hooks import run_hooks
 
-        hook_state = st.oci_state("creating")
+        # "created": the spec's lifecycle runs these hooks after step 2, the creation of the
+        # environment (crun and runtime-tools' hooks_stdin agree; runc says "creating")
+        hook_state = st.oci_state("created")
         for kind in ("prestart", "createRuntime"):
             if kind in config.hooks:
                 run_hooks(config.hooks[kind], hook_state, kind)
         parent_chan.send("hooks-done", state=st.oci_state("created"))
         parent_chan.expect("ready")
         parent_chan.close()
+        if shared_mnt:
+            st.rootfs_mount = _rootfs.rootfs_mount_id(config)
         if own_console is not None:
             own_console.receive()
         st.save()
@@ -305,9 +314,21 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
             _kill_and_reap(ipid, subreaper)
         if created_cgroup:
             try:
+                # an init whose pid never reached us (or its children) would keep the cgroup busy
+                cg.kill_all(9)
+            except Exception as ce:
+                _sys.stderr.write(f"skiff-runc: cleaning up the processes of {cid}: {ce}\n")
+            try:
                 cg.destroy()
             except Exception as ce:  # report, but the original error is the one that matters
                 _sys.stderr.write(f"skiff-runc: cleaning up the cgroup of {cid}: {ce}\n")
+        if shared_mnt:
+            try:
+                top = _rootfs.rootfs_mount_id(config)
+                if top != pre_mount:  # the init's rootfs bind, with its mounts below
+                    _rootfs.release_rootfs(LinuxSyscalls(), config.root_path, top)
+            except Exception as me:
+                _sys.stderr.write(f"skiff-runc: cleaning up the mounts of {cid}: {me}\n")
         from skiff.runtime.destroy import remove_state_dir
 
         try:
@@ -370,10 +391,17 @@ def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int,
             with open("/proc/self/timens_offsets", "w") as f:
                 for clock, off in lx.time_offsets.items():
                     f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+        # The init waits for end-of-file on this pipe, i.e. for C to have sent "pid" and
+        # exited: otherwise its "mounted" could overtake "pid" on the shared channel.
+        gate_r, gate_w = os.pipe()
         ipid = os.fork()
         if ipid:
             chan.send("pid", pid=ipid)
             os._exit(0)
+        os.close(gate_w)
+        while os.read(gate_r, 1):
+            pass
+        os.close(gate_r)
         _init(sys, config, bundle, chan, state_dirfd, console_socket, no_pivot, seccomp_filter,
               preserve_fds)
     except BaseException as e:
@@ -443,7 +471,8 @@ def _init(sys: Syscalls, config: Config, bundle: str, chan: Channel, state_dirfd
         # blocks until `start` opens the FIFO for reading
         fd = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_dirfd)
         os.write(fd, b"0")
-        os.close(fd)
+        # fd stays open: execve closes it (close-on-exec), and `start` waits for that
+        # end-of-file before it runs the poststart hooks ("after the process is executed")
         os.close(state_dirfd)
         if "startContainer" in config.hooks:
             state["status"] = "running"
@@ -481,7 +510,7 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
         from skiff.runtime import console  # noqa: F401  (imported before the fork)
     own = OwnConsole() if proc.terminal and not console_socket else None
     config = parse_config(st.config)
-    seccomp_filter = _compile_seccomp(config)
+    seccomp_filter = _compile_seccomp(config, ctx.root)
     namespaces = []
     for ns in config.linux.namespaces:
         path = f"/proc/{st.pid}/ns/{NAMESPACE_PROC_NAMES[ns.type]}"
@@ -503,8 +532,9 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
         parent_chan.close()
         if own is not None:
             own.in_child()
+        # without a mount namespace of its own the container's root is its init's chroot
         _exec_child(sys, proc, config, child_chan, namespaces, console_arg, seccomp_filter,
-                    preserve_fds)
+                    preserve_fds, chroot_pid=st.pid if config.linux.namespace("mount") is None else 0)
     child_chan.close()
     if own is not None:
         own.forked()
@@ -548,7 +578,7 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
 
 def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
                 namespaces: list[tuple[str, str]], console_socket: str | _socket.socket,
-                seccomp_filter: object, preserve_fds: int) -> None:
+                seccomp_filter: object, preserve_fds: int, chroot_pid: int = 0) -> None:
     try:
         sys.prctl(PR_SET_DUMPABLE, 0)
         chan.expect("go")
@@ -563,6 +593,13 @@ def _exec_child(sys: Syscalls, proc: Process, config: Config, chan: Channel,
             chan.send("pid", pid=ipid)
             os._exit(0)
         procmod.close_inherited_fds(2 + preserve_fds)
+        if chroot_pid:
+            root = f"/proc/{chroot_pid}/root"
+            try:
+                sys.chdir(root)
+                sys.chroot(".")
+            except OSError as e:
+                raise OSError(e.errno, f"chroot into the container's root {root}: {e.strerror}") from None
         if csock is not None:
             from skiff.runtime import console
 

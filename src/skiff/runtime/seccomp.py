@@ -424,3 +424,155 @@ def _build(lib: _Lib, filt: Filter, ctx: int, profile: dict, default: int, where
                     raise SeccompError(f"{where}.syscalls[{i}]: libseccomp refused the rule for "
                                        f"{name} ({call['action']}): {_err(rc)}")
                 filt.rules += 1
+
+
+# --- compiled programs and their cache ------------------------------------------------------
+
+#: flag name -> the kernel's SECCOMP_FILTER_FLAG_* bit (what libseccomp passes to seccomp(2))
+KERNEL_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 1,
+    "SECCOMP_FILTER_FLAG_LOG": 2,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
+}
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_NR = {"x86_64": 317, "aarch64": 277}
+_CACHE_MAX = 64
+_CACHE_MAGIC = b"skiff-seccomp-bpf-1\n"
+
+
+class Program:
+    """A BPF program ready for ``seccomp(SECCOMP_SET_MODE_FILTER)``, with its flags.
+
+    libseccomp's own load generates the same program (``export_bpf``) and passes the same
+    flags; loading the bytes directly lets a cached program skip libseccomp altogether.
+    Everything ``load`` needs is prepared here, so that ``load`` (run in the container's init,
+    after pivot_root) only makes the system call."""
+
+    __slots__ = ("bpf", "flags", "_call")
+
+    def __init__(self, bpf: bytes, flags: int) -> None:
+        import ctypes
+
+        if not bpf or len(bpf) % 8:
+            raise SeccompError(f"seccomp program of {len(bpf)} bytes is not a whole number of instructions")
+        self.bpf = bpf
+        self.flags = flags
+        nr = _SECCOMP_NR.get(os.uname().machine)
+        if nr is None:
+            raise SeccompError(f"seccomp: unknown syscall number on {os.uname().machine}")
+        buf = ctypes.create_string_buffer(bpf, len(bpf))
+        sock_fprog = type("SockFprog", (ctypes.Structure,),
+                          {"_fields_": [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]})
+        fprog = sock_fprog(len(bpf) // 8, ctypes.addressof(buf))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        args = (ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                ctypes.byref(fprog))
+
+        def call() -> None:
+            keep = (buf, fprog)  # noqa: F841  (the kernel reads them during the call)
+            if libc.syscall(*args) != 0:
+                err = ctypes.get_errno()
+                hint = " (loading a filter needs no_new_privs or CAP_SYS_ADMIN)" if err in (1, 13) else ""
+                raise SeccompError(f"load seccomp filter: {os.strerror(err)}{hint}")
+
+        self._call = call
+
+    def load(self) -> None:
+        self._call()
+
+
+def _kernel_flags(profile: dict) -> int:
+    flags = 0
+    for f in profile.get("flags") or ():
+        flags |= KERNEL_FLAGS[f]
+    return flags
+
+
+def _profile_key(profile: dict) -> str:
+    from skiff import fastjson
+
+    try:
+        from _sha256 import sha256  # the C module: hashlib would also load OpenSSL's bindings
+    except ImportError:  # pragma: no cover - builds without it
+        from hashlib import sha256
+    version = ".".join(map(str, libseccomp_version_cached()))
+    return sha256(f"{version} {os.uname().machine} {fastjson.dumps(profile)}".encode()).hexdigest()
+
+
+def libseccomp_version_cached() -> tuple[int, ...]:
+    """libseccomp's version without loading it when a compiled program is cached: the version
+    is part of each cache key, read from the library's file name."""
+    for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+              "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in sorted(names):
+            if n.startswith("libseccomp.so.2."):
+                parts = n[len("libseccomp.so."):].split(".")
+                if all(x.isdigit() for x in parts):
+                    return tuple(int(x) for x in parts)
+    return libseccomp_version()
+
+
+def compile_cached(profile: dict, cache_dir: str, where: str = "linux.seccomp") -> Program:
+    """The BPF program for ``profile``: from ``cache_dir`` when this profile was compiled before
+    (a hit skips libseccomp: ~20 ms for Docker's default profile), else compiled and stored.
+
+    The cache is trusted only when it and its files belong to the caller and nobody else can
+    write them; anything else is ignored and rewritten."""
+    check(profile, where)
+    flags = _kernel_flags(profile)
+    key = _profile_key(profile)
+    path = os.path.join(cache_dir, key)
+    uid = os.geteuid()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            st = os.fstat(fd)
+            dst = os.stat(cache_dir)
+            if st.st_uid == uid and dst.st_uid == uid and not (st.st_mode | dst.st_mode) & 0o022:
+                data = os.read(fd, st.st_size)
+                if data.startswith(_CACHE_MAGIC) and len(data) == st.st_size:
+                    return Program(data[len(_CACHE_MAGIC):], flags)
+        finally:
+            os.close(fd)
+    with compile(profile, where) as filt:
+        bpf = filt.export_bpf()
+    try:
+        os.makedirs(cache_dir, 0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(wfd, _CACHE_MAGIC + bpf)
+        finally:
+            os.close(wfd)
+        os.rename(tmp, path)
+        _prune(cache_dir)
+    except OSError as e:  # a read-only or full state dir only costs speed
+        import sys
+
+        sys.stderr.write(f"skiff-runc: warning: cannot cache the seccomp program in {cache_dir}: {e}\n")
+    return Program(bpf, flags)
+
+
+def _prune(cache_dir: str) -> None:
+    entries = []
+    for name in os.listdir(cache_dir):
+        p = os.path.join(cache_dir, name)
+        try:
+            entries.append((os.stat(p).st_mtime, p))
+        except FileNotFoundError:
+            continue
+    entries.sort()
+    for _, p in entries[:-_CACHE_MAX] if len(entries) > _CACHE_MAX else []:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass

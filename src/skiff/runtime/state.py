@@ -27,7 +27,8 @@ def validate_id(cid: str) -> None:
 
     if not cid:
         raise RuntimeFailure("container id cannot be empty")
-    if cid in (".", "..") or len(cid) > 1024 or not all(c.isalnum() or c in "_+-." for c in cid):
+    # a leading dot is refused too: the state root keeps its own entries there (.seccomp)
+    if cid.startswith(".") or len(cid) > 1024 or not all(c.isalnum() or c in "_+-." for c in cid):
         raise RuntimeFailure(f"invalid container id format: {cid}")
 
 
@@ -47,7 +48,7 @@ class ContainerState:
     """What ``create`` records, plus the derived status."""
 
     __slots__ = ("id", "dir", "pid", "pid_start", "bundle", "rootfs", "created", "owner",
-                 "annotations", "config", "cgroup", "no_pivot", "namespaces")
+                 "annotations", "config", "cgroup", "no_pivot", "namespaces", "rootfs_mount")
 
     def __init__(self, cid: str, cdir: str) -> None:
         self.id = cid
@@ -63,6 +64,9 @@ class ContainerState:
         self.cgroup: dict = {}          # Manager.state()
         self.no_pivot = False
         self.namespaces: dict[str, str] = {}  # ns type -> /proc/PID/ns path (for exec)
+        # without a mount namespace: the ID of the rootfs bind made in the runtime's mount
+        # namespace (the container's mounts hang below it; delete detaches it); 0 otherwise
+        self.rootfs_mount = 0
 
     @property
     def fifo(self) -> str:
@@ -145,6 +149,7 @@ def load(root: str, cid: str) -> ContainerState:
 
 def list_ids(root: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+        return sorted(n for n in os.listdir(root)
+                      if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
     except FileNotFoundError:
         return []
