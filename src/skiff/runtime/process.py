@@ -105,6 +105,10 @@ def prepare(sys: Syscalls, proc: Process, *, seccomp_filter: object | None, caps
     Returns the resolved executable path. Raises ProcessSetupError/OSError with a message that
     names the failing part of the process spec.
     """
+    if not any(e.startswith("HOME=") for e in proc.env):
+        # As runc: a process without HOME gets the home of its uid in the container's
+        # /etc/passwd, or "/" (dockerd leaves HOME to the runtime). Read while still root.
+        proc.env = [*proc.env, f"HOME={home_dir(proc.user.uid)}"]
     apply_rlimits(sys, proc)
     write_oom_score_adj(proc.oom_score_adj)
     if proc.user.umask is not None:
@@ -121,6 +125,24 @@ def prepare(sys: Syscalls, proc: Process, *, seccomp_filter: object | None, caps
     except OSError as e:
         raise ProcessSetupError(f"process.cwd: chdir to {proc.cwd}: {e.strerror}") from None
     return find_executable(proc.args[0], proc.env)
+
+
+def home_dir(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home directory of the first ``passwd`` entry for ``uid``; ``/`` when there is none
+    (or no passwd file)."""
+    try:
+        with open(passwd, "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return "/"
+    except OSError as e:
+        raise ProcessSetupError(f"process.env: HOME for uid {uid}: read {passwd}: {e.strerror}") from None
+    want = str(uid).encode()
+    for line in data.split(b"\n"):
+        fields = line.split(b":")
+        if len(fields) >= 6 and fields[2].strip() == want:
+            return fields[5].decode(errors="surrogateescape")
+    return "/"
 
 
 def env_dict(env: list[str]) -> dict[str, str]:

@@ -15,6 +15,27 @@ if TYPE_CHECKING:
     from skiff.runtime.state import ContainerState
 
 
+def wait_exec(fd: int, poller: object = None) -> None:
+    """Read the exec FIFO (non-blocking ``fd``) until end-of-file.
+
+    The init keeps its write end open, close-on-exec, from the byte it writes until its
+    ``execve``: end-of-file means the container's process has been executed (or the init died,
+    which closes it too). ``poller``: a ``select.poll`` with ``fd`` registered (made if None).
+    """
+    if poller is None:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+    while True:
+        poller.poll(100)  # type: ignore[attr-defined]
+        try:
+            if not os.read(fd, 4096):
+                return
+        except BlockingIOError:
+            pass  # the init is still between the byte and its execve (startContainer hooks)
+
+
 def start(st: ContainerState, config: Config | None = None) -> None:
     """Release a created container's init: open the exec FIFO, read its byte, remove it."""
     import select
@@ -37,12 +58,13 @@ def start(st: ContainerState, config: Config | None = None) -> None:
                 break
             if not st.alive():
                 raise RuntimeFailure(f"container {st.id}: the init process exited before it was started")
+        try:
+            os.unlink(st.fifo)
+        except FileNotFoundError:
+            pass
+        wait_exec(fd, p)
     finally:
         os.close(fd)
-    try:
-        os.unlink(st.fifo)
-    except FileNotFoundError:
-        pass
     if config is None:
         if not (st.config.get("hooks") or {}).get("poststart"):
             return

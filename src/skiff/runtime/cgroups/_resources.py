@@ -148,6 +148,10 @@ def _semantics(r: dict) -> None:
                               "such as 2MB, 64KB or 1GB")
     blk = r.get("blockIO", {})
     for k in ("weight", "leafWeight"):
+        if blk.get(k) == 0:
+            # 0 means "not set", as runc reads it: dockerd sends blockIO.weight 0 for every
+            # container started without --blkio-weight
+            del blk[k]
         if k in blk and not 10 <= blk[k] <= 1000:
             raise CgroupError(f"{P}.blockIO.{k}: {blk[k]} is out of range [10, 1000]")
     for i, wd in enumerate(blk.get("weightDevice", [])):

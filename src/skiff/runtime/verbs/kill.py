@@ -53,13 +53,19 @@ def run(ctx: Context, args: list[str]) -> int:
     sig = parse_signal(pos[1] if len(pos) > 1 else "TERM")
     st = state.load(ctx.root, pos[0])
     status = st.status()
-    if status in ("stopped", "creating"):
-        raise RuntimeFailure("container not running")
-    if opts["all"] and st.cgroup:
+    if opts["all"] and st.cgroup and status != "creating":
         from skiff.runtime.cgroups import load_manager
 
-        load_manager(st.cgroup).kill_all(sig)
+        # As runc: --all also works once the init has exited. containerd's shim runs
+        # `kill --all ID KILL` when the init of a container without its own PID namespace
+        # exits, to end the processes it left behind in the container's cgroup.
+        m = load_manager(st.cgroup)
+        if status == "stopped" and not m.exists():
+            return 0
+        m.kill_all(sig)
         return 0
+    if status in ("stopped", "creating"):
+        raise RuntimeFailure("container not running")
     try:
         os.kill(st.pid, sig)
     except ProcessLookupError:
