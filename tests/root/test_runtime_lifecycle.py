@@ -162,7 +162,7 @@ def test_prestart_and_poststop_hooks(runtime, tmp_path):
     kinds = [line.split(" ", 1)[0] for line in lines]
     assert kinds == ["prestart", "createRuntime", "poststart", "poststop"]
     states = [json.loads(line.split(" ", 1)[1]) for line in lines]
-    assert states[0]["id"] == "c-hooks" and states[0]["status"] == "creating" and states[0]["pid"] > 0
+    assert states[0]["id"] == "c-hooks" and states[0]["status"] == "created" and states[0]["pid"] > 0
     assert states[3]["status"] == "stopped"
 
 

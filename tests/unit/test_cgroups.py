@@ -892,10 +892,16 @@ def test_kill_all_sigkill_uses_cgroup_kill(hybrid: FakeCgroupFS, v2: FakeCgroupF
         m = fs.open("/c", syscalls=rec)
         m.create()
         _put(m.paths()[""], {"cgroup.procs": "10\n"})
+        if fs is hybrid:
+            _put(m.paths()["pids"], {"cgroup.procs": "11\n"})  # in a v1 cgroup only
         m.kill_all(signal.SIGKILL)
-        assert fs.writes("cgroup.kill") == ["1"] and rec.calls == []
+        assert fs.writes("cgroup.kill") == ["1"]
+        # hybrid: then every listed process too (the v1 cgroups may hold processes the v2 one
+        # does not; those cgroup.kill got are gone by then, ESRCH, ignored)
+        assert rec.calls == ([] if fs is v2 else [("kill", 10, 9), ("kill", 11, 9)])
+        rec.calls.clear()
         m.kill_all(signal.SIGHUP)
-        assert rec.calls == [("kill", 10, 1)]
+        assert rec.calls == ([("kill", 10, 1)] if fs is v2 else [("kill", 10, 1), ("kill", 11, 1)])
 
 
 # --- oom, stats ------------------------------------------------------------------------------
@@ -968,10 +974,18 @@ def test_with_default_devices_appends_runcs_rules() -> None:
     res = cgroups.with_default_devices({"devices": [{"allow": False, "access": "rwm"}], "pids": {"limit": 5}},
                                        [Device("c", "/dev/fuse", 10, 229), Device("p", "/dev/fifo")])
     assert res["pids"] == {"limit": 5}
+    # as runc: linux.devices get nodes, not rules; the config's rules, then runc's defaults
     assert res["devices"][0] == {"allow": False, "access": "rwm"}
-    assert res["devices"][1] == {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"}
-    assert res["devices"][2:] == cgroups.DEFAULT_RULES
+    assert res["devices"][1:] == cgroups.DEFAULT_RULES
     assert len(cgroups.DEFAULT_RULES) == 11
+
+
+def test_with_default_devices_drops_defaults_the_config_lists_itself() -> None:
+    from skiff.oci.spec import Device
+
+    res = cgroups.with_default_devices(None, [Device("c", "/dev/null", 1, 3)])
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"} not in res["devices"]
+    assert res["devices"] == [r for r in cgroups.DEFAULT_RULES if r.get("minor") != 3 or r["major"] != 1]
 
 
 def test_import_cost_stays_low() -> None:

@@ -67,6 +67,12 @@ def destroy(st: ContainerState, *, force: bool) -> None:
             raise RuntimeFailure(f"container {st.id}: init {st.pid} did not exit after SIGKILL")
     if cg is not None:
         cg.destroy()
+    if st.rootfs_mount:
+        # no mount namespace: the container's mounts live in ours, below its rootfs bind
+        from skiff.runtime.rootfs import release_rootfs
+        from skiff.runtime.syscalls import LinuxSyscalls
+
+        release_rootfs(LinuxSyscalls(), st.rootfs, st.rootfs_mount)
     hooks = (st.config.get("hooks") or {}).get("poststop")
     if hooks:
         from skiff.oci.spec import parse_config

@@ -387,6 +387,8 @@ def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int,
         joined = [(ns.type, ns.path) for ns in lx.namespaces if ns.path]
         new = [ns.type for ns in lx.namespaces if not ns.path]
         _join_and_unshare(sys, chan, joined, new, config)
+        if "network" in new:
+            sys.set_link_up("lo")  # as runc: a new network namespace gets its loopback up
         if "time" in new and lx.time_offsets:
             with open("/proc/self/timens_offsets", "w") as f:
                 for clock, off in lx.time_offsets.items():
@@ -445,13 +447,14 @@ def _init(sys: Syscalls, config: Config, bundle: str, chan: Channel, state_dirfd
         from skiff.runtime import console
 
         csock = console.connect(console_socket) if isinstance(console_socket, str) else console_socket
-    rootfs.prepare_rootfs(sys, config, no_pivot=no_pivot, bundle=bundle)
+    mount_ns = config.linux.namespace("mount") is not None
+    rootfs.prepare_rootfs(sys, config, no_pivot=no_pivot, bundle=bundle, mount_ns=mount_ns)
     chan.send("mounted")
     state = chan.expect("hooks-done")["state"]
     run_hooks = _hooks.run_hooks
     if "createContainer" in config.hooks:
         run_hooks(config.hooks["createContainer"], state, "createContainer")
-    rootfs.enter_rootfs(sys, config, no_pivot=no_pivot)
+    rootfs.enter_rootfs(sys, config, no_pivot=no_pivot, mount_ns=mount_ns)
     _write_sysctls(config)
     rootfs.finish_rootfs(sys, config)
     if config.hostname:

@@ -10,7 +10,12 @@ The init calls three functions, in this order:
 ``enter_rootfs``    ``pivot_root(".", ".")`` + ``umount2(".", MNT_DETACH)`` (or, with
                     ``no_pivot``, ``MS_MOVE`` onto "/" and ``chroot``); then the requested
                     ``rootfsPropagation`` (shared, unbindable) on the new "/".
-``finish_rootfs``   ``maskedPaths``, ``readonlyPaths``, then the read-only root.
+``finish_rootfs``   ``readonlyPaths``, ``maskedPaths``, then the read-only root.
+
+Without a mount namespace of its own (none in ``linux.namespaces``: the spec says it is then
+the runtime's), the init passes ``mount_ns=False``: "/" is left alone, the mounts are made in
+the runtime's namespace below the rootfs bind, and ``enter_rootfs`` only chroots;
+``rootfs_mount_id`` finds that bind, ``release_rootfs`` detaches it (with all below) at delete.
 
 Safety. A mount destination comes from the config but its path runs through the image (and
 volumes), which may hold symlinks such as ``/x -> /etc`` or ``-> ../../..``. Destinations are
@@ -332,7 +337,7 @@ def _is_bind(m: Mount) -> bool:
 
 def prepare_rootfs(sys: Syscalls, config: Config, *, no_pivot: bool = False,
                    run_hooks: Callable[[str], object] | None = None, bundle: str = "",
-                   host_proc: str = "/proc") -> None:
+                   host_proc: str = "/proc", mount_ns: bool = True) -> None:
     """Steps 1-4: propagation of "/", the rootfs bind, ``config.mounts``, ``/dev``.
 
     Call in the init after it unshared its mount namespace (and entered its cgroup and,
@@ -343,19 +348,29 @@ def prepare_rootfs(sys: Syscalls, config: Config, *, no_pivot: bool = False,
     here (accepted so callers can pass the same arguments to every step). ``run_hooks``, if
     given, is called with ``"createContainer"`` at the end; the init's normal flow passes
     None and runs the hooks itself after the parent ran prestart/createRuntime.
+    ``mount_ns`` False: the container has no mount namespace of its own (see below).
     """
     del no_pivot
     root = _real_root(config)
     prop = config.linux.rootfs_propagation
     first = MS_PRIVATE | MS_REC if prop in ("private", "rprivate") else MS_SLAVE | MS_REC
-    try:
-        sys.mount(None, "/", None, first, None)
-    except OSError as e:
-        raise _fail(f"make / {'rprivate' if first & MS_PRIVATE else 'rslave'}", e) from None
+    # Without a mount namespace of its own the container shares the runtime's: its "/" is
+    # not ours to change, the mounts below are made there (delete unmounts them) and
+    # enter_rootfs chroots.
+    if mount_ns:
+        try:
+            sys.mount(None, "/", None, first, None)
+        except OSError as e:
+            raise _fail(f"make / {'rprivate' if first & MS_PRIVATE else 'rslave'}", e) from None
     try:
         sys.mount(root, root, None, MS_BIND | MS_REC, None)
     except OSError as e:
         raise _fail(f"bind-mount the rootfs {root} onto itself", e) from None
+    if not mount_ns and prop in ("private", "rprivate", "slave", "rslave"):
+        try:
+            sys.mount(None, root, None, PROPAGATION_FLAGS[prop], None)
+        except OSError as e:
+            raise _fail(f"make the rootfs {root} {prop}", e) from None
     ctx = _Ctx(sys, config, root, bundle, host_proc)
     for i, m in enumerate(config.mounts):
         _mount_entry(ctx, m, f"mounts[{i}] ({m.destination})")
@@ -559,7 +574,9 @@ def _cgroup_v1(ctx: _Ctx, m: Mount, opts: MountOptions, where: str) -> None:
     for name, ctrls, _mountpoint, source in layout.v1:
         sub = dest.rstrip("/") + "/" + name
         if ctx.cgroupns:
-            _fresh(ctx, "cgroup", sub, "cgroup", flags | ro, ctrls, where)
+            # source: "cgroup", or the name of a named hierarchy (runc: "systemd")
+            source = ctrls[5:] if ctrls.startswith("name=") else "cgroup"
+            _fresh(ctx, source, sub, "cgroup", flags | ro, ctrls, where)
         else:
             _bind_cgroup(ctx, source, sub, flags | ro, where)
         links.extend((c, name) for c in ctrls.split(",") if c != name and not c.startswith("name="))
@@ -631,8 +648,9 @@ def _cgroup2(ctx: _Ctx, m: Mount, opts: MountOptions, where: str) -> None:
 
 # --- /dev ---------------------------------------------------------------------------------
 
-_DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-                    ("urandom", 1, 9), ("tty", 5, 0))
+# in runc's order (its AllowedDevices): the order of the binds in a user namespace shows
+_DEFAULT_DEVICES = (("null", 1, 3), ("random", 1, 8), ("full", 1, 7), ("tty", 5, 0),
+                    ("zero", 1, 5), ("urandom", 1, 9))
 _DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                  ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                  ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
@@ -759,6 +777,8 @@ def _dev_links(ctx: _Ctx) -> None:
     fd = ctx.open(host, "/dev", "dir", "/dev")
     try:
         for name, target in _DEV_SYMLINKS:
+            if name == "core" and not os.path.exists(ctx.proc + "/kcore"):
+                continue  # as runc: no dangling link when the kernel has no /proc/kcore
             try:
                 os.symlink(target, name, dir_fd=fd)
             except FileExistsError:
@@ -795,8 +815,10 @@ _AFTER_PIVOT = {"shared": MS_SHARED, "rshared": MS_SHARED | MS_REC, "unbindable"
                 "runbindable": MS_UNBINDABLE | MS_REC}
 
 
-def enter_rootfs(sys: Syscalls, config: Config, *, no_pivot: bool = False) -> None:
-    """Make the rootfs "/" (pivot_root, or MS_MOVE + chroot) and chdir("/").
+def enter_rootfs(sys: Syscalls, config: Config, *, no_pivot: bool = False,
+                 mount_ns: bool = True) -> None:
+    """Make the rootfs "/" (pivot_root, or MS_MOVE + chroot; only chroot without a mount
+    namespace, ``mount_ns`` False) and chdir("/").
 
     Then applies ``rootfsPropagation`` shared/unbindable to the new "/" (private and slave
     were applied to the whole tree by ``prepare_rootfs``; shared is applied only now, to the
@@ -807,7 +829,12 @@ def enter_rootfs(sys: Syscalls, config: Config, *, no_pivot: bool = False) -> No
     try:
         step = f"chdir {root}"
         sys.chdir(root)
-        if no_pivot:
+        if not mount_ns:
+            # the runtime's mount namespace: pivot_root or MS_MOVE would change the root of
+            # every process in it
+            step = f"chroot {root} (no mount namespace)"
+            sys.chroot(".")
+        elif no_pivot:
             step = f"move the rootfs {root} onto /"
             sys.mount(root, "/", None, MS_MOVE, None)
             step = f"chroot {root}"
@@ -830,28 +857,15 @@ def enter_rootfs(sys: Syscalls, config: Config, *, no_pivot: bool = False) -> No
 # --- finish -------------------------------------------------------------------------------
 
 def finish_rootfs(sys: Syscalls, config: Config, *, root: str = "/") -> None:
-    """After the pivot (and the sysctls): maskedPaths, readonlyPaths, the read-only root.
+    """After the pivot (and the sysctls): readonlyPaths, maskedPaths, the read-only root.
+
+    runc's order: a masked path below a read-only one (``/proc/sys/x`` under ``/proc/sys``)
+    is masked on top of the read-only bind, not hidden under it.
 
     ``root`` is "/" in the container; tests point it at a tree. Missing paths are skipped.
     """
     base = root.rstrip("/")
     lx = config.linux
-    for p in lx.masked_paths:
-        path = base + _clean(p)
-        try:
-            is_dir = os.stat(path).st_mode & _S_IFMT == _S_IFDIR
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as e:
-            raise _fail(f"maskedPaths: stat {p}", e) from None
-        try:
-            if is_dir:
-                sys.mount("tmpfs", path, "tmpfs", MS_RDONLY, None)
-            else:
-                sys.mount(base + "/dev/null", path, None, MS_BIND, None)
-        except OSError as e:
-            raise _fail(f"maskedPaths: mask {p} with "
-                        f"{'a read-only tmpfs' if is_dir else '/dev/null'}", e) from None
     for p in lx.readonly_paths:
         path = base + _clean(p)
         try:
@@ -868,6 +882,22 @@ def finish_rootfs(sys: Syscalls, config: Config, *, root: str = "/") -> None:
             sys.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, None)
         except OSError as e:
             raise _fail(f"readonlyPaths: remount {p} read-only", e) from None
+    for p in lx.masked_paths:
+        path = base + _clean(p)
+        try:
+            is_dir = os.stat(path).st_mode & _S_IFMT == _S_IFDIR
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            raise _fail(f"maskedPaths: stat {p}", e) from None
+        try:
+            if is_dir:
+                sys.mount("tmpfs", path, "tmpfs", MS_RDONLY, None)
+            else:
+                sys.mount(base + "/dev/null", path, None, MS_BIND, None)
+        except OSError as e:
+            raise _fail(f"maskedPaths: mask {p} with "
+                        f"{'a read-only tmpfs' if is_dir else '/dev/null'}", e) from None
     if config.root_readonly:
         top = base or "/"
         try:
@@ -875,3 +905,54 @@ def finish_rootfs(sys: Syscalls, config: Config, *, root: str = "/") -> None:
             sys.mount(None, top, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, None)
         except OSError as e:
             raise _fail("root.readonly: remount / read-only", e) from None
+
+
+# --- without a mount namespace -------------------------------------------------------------
+
+def top_mount_id(path: str, mountinfo: str) -> int:
+    """The ID of the mount on top at ``path`` (absolute, clean) in a ``/proc/PID/mountinfo``
+    text, or 0 when nothing is mounted there. With mounts stacked at ``path``, the top one is
+    the one that is no other's parent."""
+    at: dict[int, int] = {}  # mount ID -> parent ID, for the mounts at path
+    order: list[int] = []
+    for line in mountinfo.splitlines():
+        f = line.split(" ", 5)
+        if len(f) > 4 and _unescape(f[4]) == path:
+            at[int(f[0])] = int(f[1])
+            order.append(int(f[0]))
+    parents = set(at.values())
+    tops = [m for m in order if m not in parents]
+    return tops[-1] if tops else 0
+
+
+def rootfs_mount_id(config: Config, proc: str = "/proc") -> int:
+    """For a container without a mount namespace, after its init set the rootfs up: the ID of
+    the rootfs bind ``prepare_rootfs`` made in the runtime's mount namespace (``proc``: where
+    ``self/mountinfo`` is read)."""
+    root = _real_root(config)
+    try:
+        with open(proc + "/self/mountinfo") as f:
+            info = f.read()
+    except OSError as e:
+        raise _fail(f"read {proc}/self/mountinfo to find the rootfs mount {root}", e) from None
+    return top_mount_id(root, info)
+
+
+def release_rootfs(sys: Syscalls, root: str, mount_id: int, proc: str = "/proc") -> bool:
+    """Detach the rootfs bind ``mount_id`` at ``root`` (with everything mounted below it: the
+    container's mounts) from the runtime's mount namespace, if it is still the top mount
+    there. Returns whether it detached it. For containers without a mount namespace, at
+    delete (or when create fails)."""
+    root = os.path.realpath(root)
+    try:
+        with open(proc + "/self/mountinfo") as f:
+            info = f.read()
+    except OSError as e:
+        raise _fail(f"read {proc}/self/mountinfo to release the rootfs mount {root}", e) from None
+    if not mount_id or top_mount_id(root, info) != mount_id:
+        return False  # gone already, or covered by a mount that is not ours
+    try:
+        sys.umount2(root, MNT_DETACH)
+    except OSError as e:
+        raise _fail(f"detach the rootfs mount {root} (mount {mount_id})", e) from None
+    return True

@@ -163,6 +163,10 @@ class Syscalls:
     def umask(self, mask: int) -> None:
         raise NotImplementedError
 
+    def set_link_up(self, name: str) -> None:
+        """Bring the network interface ``name`` of the current network namespace up."""
+        raise NotImplementedError
+
     # cgroup manager: signals and bpf(2) for cgroup v2 device programs
     def kill(self, pid: int, sig: int) -> None:
         raise NotImplementedError
@@ -316,6 +320,23 @@ class LinuxSyscalls(Syscalls):
 
     def umask(self, mask: int) -> None:
         os.umask(mask)
+
+    def set_link_up(self, name: str) -> None:
+        import _socket
+        import fcntl
+        import struct
+
+        siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        try:
+            ifr = struct.pack("16sH22x", name.encode(), 0)  # struct ifreq: name, then ifr_flags
+            flags = struct.unpack_from("16sH", fcntl.ioctl(s.fileno(), siocgifflags, ifr))[1]
+            if not flags & iff_up:
+                fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH22x", name.encode(), flags | iff_up))
+        except OSError as e:
+            raise SyscallError(e.errno, f"set link {name} up: {e.strerror}") from None
+        finally:
+            s.close()
 
     def kill(self, pid: int, sig: int) -> None:
         os.kill(pid, sig)
@@ -487,6 +508,9 @@ class RecordingSyscalls(Syscalls):
 
     def umask(self, mask: int) -> None:
         self._rec("umask", mask)
+
+    def set_link_up(self, name: str) -> None:
+        self._rec("set_link_up", name)
 
     def kill(self, pid: int, sig: int) -> None:
         self._rec("kill", pid, sig)

@@ -27,8 +27,9 @@ is reported by ``set`` when a resource needs it). Decisions where the spec or ho
 - v1 blkio without CFQ uses BFQ's weight files as runc does; leaf weights need CFQ's files;
 - devices: v1 writes ``a`` to devices.deny then each rule in order; v2 attaches an eBPF
   program (see ``_devices``). ``set`` applies only the rules it is given: runc also allows
-  ``linux.devices`` and its ``DEFAULT_RULES`` after the config's rules, which
-  ``with_default_devices`` adds. ``update`` rewrites v1 rules the same way (deny-all first).
+  its ``DEFAULT_RULES`` after the config's rules (not ``linux.devices``: those only get a
+  node), which ``with_default_devices`` adds. ``update`` rewrites v1 rules the same way
+  (deny-all first).
 - destroy removes the container's directories and child cgroups (EBUSY retried for 2 s) and
   the parents ``create`` made, when nothing else uses them.
 
@@ -58,6 +59,9 @@ DEFAULT_RULES: list[dict] = [
     {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},    # /dev/ptmx
     {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},  # /dev/net/tun
 ]
+# the device path of each DEFAULT_RULES entry, where runc gives it one
+_DEFAULT_RULE_PATHS = ("", "", "/dev/null", "/dev/random", "/dev/full", "/dev/tty", "/dev/zero",
+                       "/dev/urandom", "", "", "")
 
 
 __all__ = ["DEFAULT_RULES", "CgroupError", "Manager", "load_manager", "open_manager",
@@ -65,16 +69,15 @@ __all__ = ["DEFAULT_RULES", "CgroupError", "Manager", "load_manager", "open_mana
 
 
 def with_default_devices(resources: dict | None, linux_devices: list | tuple = ()) -> dict:
-    """``resources`` with the device rules runc applies: the config's own rules, then an
-    allow rule for each ``linux.devices`` entry (objects with ``type``/``major``/``minor``:
-    skiff.oci.spec.Device), then ``DEFAULT_RULES``."""
+    """``resources`` with the device rules runc (1.1, and its main branch) applies: the
+    config's own rules, then ``DEFAULT_RULES``. ``linux.devices`` entries (objects with a
+    ``path``: skiff.oci.spec.Device) get a node in the container but no rule: access to them
+    is what ``linux.resources.devices`` allows. As runc, a default rule whose device has its
+    own ``linux.devices`` entry (e.g. ``/dev/null``) is left out: the config's entry wins."""
     out = dict(resources or {})
     rules = list(out.get("devices") or [])
-    for d in linux_devices:
-        t = "c" if d.type == "u" else d.type
-        if t in ("b", "c"):
-            rules.append({"allow": True, "type": t, "major": d.major, "minor": d.minor,
-                          "access": "rwm"})
-    rules.extend(DEFAULT_RULES)
+    listed = {d.path for d in linux_devices}
+    rules.extend(r for r, path in zip(DEFAULT_RULES, _DEFAULT_RULE_PATHS, strict=True)
+                 if not path or path not in listed)
     out["devices"] = rules
     return out

@@ -401,7 +401,10 @@ class Manager:
         u = self.unified
         if sig == SIGKILL and u is not None and os.path.exists(u + "/cgroup.kill"):
             write(u + "/cgroup.kill", "1")
-            return
+            if self.mode == "v2":
+                return
+            # hybrid: a process moved into the container's v1 cgroups only is not in the v2
+            # one that cgroup.kill empties; the pass below signals every cgroup's processes
         froze = False
         try:
             kind, _ = self._freezer()

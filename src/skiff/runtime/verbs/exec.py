@@ -63,8 +63,14 @@ def build_process(opts: dict, argv: list[str], base: dict):
             doc["noNewPrivileges"] = True
         if opts["cap"]:
             caps = {k: list(v) for k, v in (doc.get("capabilities") or {}).items()}
+            # As runc (>= 1.1.2, CVE-2022-29162): never into the inheritable set; into the
+            # ambient set only when the process has an inheritable set (a cap can only be
+            # ambient if it is inheritable too).
+            kinds = ["bounding", "effective", "permitted"]
+            if caps.get("inheritable") is not None:
+                kinds.append("ambient")
             for c in opts["cap"]:
-                for k in ("bounding", "effective", "permitted", "ambient", "inheritable"):
+                for k in kinds:
                     if c not in caps.setdefault(k, []):
                         caps[k].append(c)
             doc["capabilities"] = caps
@@ -83,5 +89,7 @@ def run(ctx: Context, args: list[str]) -> int:
         raise UsageError('"exec" requires at least 1 argument (the container id)')
     st = state.load(ctx.root, pos[0])
     proc = build_process(opts, pos[1:], st.config.get("process") or {})
+    console_socket = opts["console_socket"] or ""
     return exec_process(ctx, st, proc, detach=opts["detach"], pid_file=opts["pid_file"] or "",
-                        console_socket=opts["console_socket"] or "", preserve_fds=opts["preserve_fds"])
+                        console_socket=console_socket, preserve_fds=opts["preserve_fds"],
+                        own_console=proc.terminal and not console_socket and not opts["detach"])
