@@ -43,6 +43,13 @@ def loads(s: str | bytes) -> Any:
         obj, end = _scan(s, start)
     except StopIteration as e:
         raise ValueError(f"Expecting value: char {e.value}") from None
+    except SystemError:
+        # Python 3.11's scanner raises json.decoder.JSONDecodeError for a syntax error but only
+        # looks it up in sys.modules (no import): without it, it fails with a bare SystemError.
+        # Import it now and scan again to get the real error.
+        import json.decoder  # noqa: F401
+
+        obj, end = _scan(s, start)
     if s[end:].strip(_WS):
         raise ValueError(f"Extra data: char {end}")
     return obj

@@ -268,6 +268,9 @@ def test_default_config_with_hostile_symlinks(bundle: str) -> None:
     assert devs["pipe"]["kind"] == "fifo" and devs["pipe"]["mode"] == 0o600
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
+        if name == "core" and not os.path.exists("/proc/kcore"):
+            assert name not in devs  # as runc: no dangling /dev/core on a kernel without kcore
+            continue
         assert devs[name]["kind"] == "link" and devs[name]["target"] == target, name
     assert devs["console"]["kind"] == "file"  # terminal: true; the lead binds the pty slave on it
     # masked paths read empty; readonly paths and the root refuse writes; the rest is writable

@@ -203,6 +203,7 @@ def test_unsupported_options_are_refused(opt: str) -> None:
 
 def test_default_config_sequence_with_cgroupns(tree) -> None:
     root, proc, bundle = tree
+    open(proc + "/kcore", "w").close()  # the host kernel has /proc/kcore: /dev/core is made
     cfg = config_for(root)
     sys = Rec()
     prepare_rootfs(sys, cfg, host_proc=proc, bundle=bundle)
@@ -222,7 +223,7 @@ def test_default_config_sequence_with_cgroupns(tree) -> None:
         ("mount", "cgroup", cg + "/cpu", "cgroup", NSN | MS_RELATIME | MS_RDONLY, "cpu"),
         ("mount", "cgroup", cg + "/memory", "cgroup", NSN | MS_RELATIME | MS_RDONLY, "memory"),
         ("mount", "cgroup", cg + "/cpu,cpuacct", "cgroup", NSN | MS_RELATIME | MS_RDONLY, "cpuacct,cpuset"),
-        ("mount", "cgroup", cg + "/systemd", "cgroup", NSN | MS_RELATIME | MS_RDONLY, "name=systemd"),
+        ("mount", "systemd", cg + "/systemd", "cgroup", NSN | MS_RELATIME | MS_RDONLY, "name=systemd"),
         ("mount", "cgroup2", cg + "/unified", "cgroup2", NSN | MS_RELATIME | MS_RDONLY, None),
         ("mount", None, cg, None, MS_BIND | MS_REMOUNT | MS_RDONLY | NSN | MS_RELATIME, None),
     ]
@@ -235,8 +236,8 @@ def test_default_config_sequence_with_cgroupns(tree) -> None:
     nodes = [c for c in sys.calls if c[0] == "mknod"]
     assert nodes == [
         ("mknod", root + "/dev/" + n, stat.S_IFCHR | 0o666, os.makedev(ma, mi))
-        for n, ma, mi in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-                          ("urandom", 1, 9), ("tty", 5, 0))
+        for n, ma, mi in (("null", 1, 3), ("random", 1, 8), ("full", 1, 7), ("tty", 5, 0),
+                          ("zero", 1, 5), ("urandom", 1, 9))
     ]
     assert not [c for c in sys.calls if c[0] == "chown"]
     links = {n: os.readlink(f"{root}/dev/{n}") for n in ("fd", "stdin", "stdout", "stderr", "core", "ptmx")}
@@ -246,6 +247,15 @@ def test_default_config_sequence_with_cgroupns(tree) -> None:
     assert os.path.isfile(root + "/dev/console") and os.path.getsize(root + "/dev/console") == 0
     for d in ("dev/pts", "dev/shm", "dev/mqueue", "sys/fs/cgroup/cpu", "sys/fs/cgroup/unified"):
         assert os.path.isdir(os.path.join(root, d)), d
+
+
+def test_no_dev_core_without_proc_kcore(tree) -> None:
+    # a kernel without CONFIG_PROC_KCORE: no dangling /dev/core (as runc)
+    root, proc, bundle = tree
+    assert not os.path.exists(proc + "/kcore")
+    prepare_rootfs(Rec(), config_for(root), host_proc=proc, bundle=bundle)
+    assert not os.path.lexists(root + "/dev/core")
+    assert os.readlink(root + "/dev/fd") == "/proc/self/fd"
 
 
 def test_cgroup_without_namespace_binds_own_cgroup_dirs(tree) -> None:
@@ -479,11 +489,11 @@ def test_linux_devices_are_created_with_mode_and_owner(tree) -> None:
     d = root + "/dev/"
     assert made == [
         ("mknod", d + "null", stat.S_IFCHR | 0o600, os.makedev(1, 3)),  # the config's mode wins
-        ("mknod", d + "zero", stat.S_IFCHR | 0o666, os.makedev(1, 5)),
-        ("mknod", d + "full", stat.S_IFCHR | 0o666, os.makedev(1, 7)),
         ("mknod", d + "random", stat.S_IFCHR | 0o666, os.makedev(1, 8)),
-        ("mknod", d + "urandom", stat.S_IFCHR | 0o666, os.makedev(1, 9)),
+        ("mknod", d + "full", stat.S_IFCHR | 0o666, os.makedev(1, 7)),
         ("mknod", d + "tty", stat.S_IFCHR | 0o666, os.makedev(5, 0)),
+        ("mknod", d + "zero", stat.S_IFCHR | 0o666, os.makedev(1, 5)),
+        ("mknod", d + "urandom", stat.S_IFCHR | 0o666, os.makedev(1, 9)),
         ("mknod", d + "fuse", stat.S_IFCHR | 0o666, os.makedev(10, 229)),
         ("chown", d + "fuse", 0, 0),
         ("mknod", d + "sda", stat.S_IFBLK | 0o660, os.makedev(8, 0)),
@@ -507,7 +517,7 @@ def test_userns_binds_the_host_nodes(tree) -> None:
     d = root + "/dev/"
     binds = [c for c in sys.mounts() if c[4] == MS_BIND]
     assert binds == [("mount", f"/dev/{n}", d + n, None, MS_BIND, None)
-                     for n in ("null", "zero", "full", "random", "urandom", "tty", "fuse")]
+                     for n in ("null", "random", "full", "tty", "zero", "urandom", "fuse")]
     for n in ("null", "tty", "fuse"):
         assert os.path.isfile(d + n)
     # a fifo needs no privilege
@@ -520,7 +530,7 @@ def test_mknod_refused_falls_back_to_bind(tree) -> None:
     sys = Rec(lambda c: errno.EPERM if c[0] == "mknod" else None)
     prepare_rootfs(sys, cfg, host_proc=proc, bundle=bundle)
     assert [c[1:3] for c in sys.mounts() if c[4] == MS_BIND] == [
-        (f"/dev/{n}", f"{root}/dev/{n}") for n in ("null", "zero", "full", "random", "urandom", "tty")]
+        (f"/dev/{n}", f"{root}/dev/{n}") for n in ("null", "random", "full", "tty", "zero", "urandom")]
 
 
 def test_an_existing_file_that_is_not_the_device_is_an_error(tree) -> None:
@@ -615,11 +625,11 @@ def test_finish_masks_readonly_and_root(tree) -> None:
     sys = Rec()
     finish_rootfs(sys, cfg, root=root)
     keep = os.statvfs(root).f_flag & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    assert sys.calls == [
-        ("mount", root + "/dev/null", root + "/proc/kcore", None, MS_BIND, None),
-        ("mount", "tmpfs", root + "/proc/acpi", "tmpfs", MS_RDONLY, None),
+    assert sys.calls == [  # runc's order: read-only paths, then masks (on top of them)
         ("mount", root + "/proc/sys", root + "/proc/sys", None, MS_BIND | MS_REC, None),
         ("mount", None, root + "/proc/sys", None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, None),
+        ("mount", root + "/dev/null", root + "/proc/kcore", None, MS_BIND, None),
+        ("mount", "tmpfs", root + "/proc/acpi", "tmpfs", MS_RDONLY, None),
         ("mount", None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, None),
     ]
 
