@@ -46,5 +46,8 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 .venv/bin/python -m skiff.launchers   # pip rewrites console scripts on every install
+# Byte-compile the package: an editable install doesn't, and the per-container processes (runtime,
+# shims) would otherwise compile their sources at every start when PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python -m compileall -q src/skiff
 
 .venv/bin/python -m skiff.images.builtin build --out build/images

@@ -1,0 +1,5 @@
+import sys
+
+from skiff.shim.main import main
+
+sys.exit(main())
