@@ -624,8 +624,14 @@ def test_pause_resume_pids_update_stats(env):
     c.start()
     c.pause()
     assert c.state().status == "paused"
-    with open(f"/proc/{pid}/stat") as f:
-        assert f.read().rsplit(")", 1)[1].split()[0] == "T"
+    # the fake runtime pauses with SIGSTOP, which takes effect once the target is scheduled
+    deadline = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                break
+        assert time.monotonic() < deadline, "the process never stopped"
+        time.sleep(0.01)
     with pytest.raises(ShimError) as ei:
         c.pause()
     assert ei.value.code == "FailedPrecondition"

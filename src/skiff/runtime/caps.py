@@ -38,7 +38,8 @@ from skiff.runtime.syscalls import (
     Syscalls,
 )
 
-_NAMES = (
+#: capability names, index = number (linux/capability.h)
+NAMES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
     "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
     "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
@@ -51,7 +52,7 @@ _NAMES = (
 )
 
 #: Every Linux capability by name, with its number (linux/capability.h).
-CAPS: dict[str, int] = {name: i for i, name in enumerate(_NAMES)}
+CAPS: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 
 SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
@@ -78,7 +79,7 @@ def names(mask: int) -> list[str]:
     i = 0
     while mask >> i:
         if mask >> i & 1:
-            out.append(_NAMES[i] if i < len(_NAMES) else f"CAP_{i}")
+            out.append(NAMES[i] if i < len(NAMES) else f"CAP_{i}")
         i += 1
     return out
 
@@ -120,7 +121,7 @@ def check(caps: Capabilities | None, where: str = "process.capabilities") -> Non
     if caps is None:
         return
     for s in SETS:
-        _parse(getattr(caps, s), f"{where}.{s}", len(_NAMES), [])
+        _parse(getattr(caps, s), f"{where}.{s}", len(NAMES), [])
 
 
 def drop_bounding(sys: Syscalls, keep: int, last: int) -> None:
@@ -133,7 +134,7 @@ def drop_bounding(sys: Syscalls, keep: int, last: int) -> None:
         try:
             sys.prctl(PR_CAPBSET_DROP, n)
         except OSError as e:
-            name = _NAMES[n] if n < len(_NAMES) else f"capability {n}"
+            name = NAMES[n] if n < len(NAMES) else f"capability {n}"
             hint = " (dropping from the bounding set needs CAP_SETPCAP)" if e.errno == errno.EPERM else ""
             raise SyscallError(e.errno, f"drop {name} from the bounding set: "
                                         f"{os.strerror(e.errno or 0)}{hint}") from None
@@ -189,4 +190,4 @@ def apply(sys: Syscalls, caps: Capabilities, last: int) -> None:
         try:
             sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, n)
         except OSError as e:
-            warn(f"can't raise ambient capability {_NAMES[n]}: {os.strerror(e.errno or 0)}")
+            warn(f"can't raise ambient capability {NAMES[n]}: {os.strerror(e.errno or 0)}")

@@ -54,6 +54,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from skiff.mountinfo import unescape
 from skiff.runtime.cli import RuntimeFailure
 from skiff.runtime.paths import fd_path, open_beneath, resolve_in_root
 from skiff.runtime.syscalls import (
@@ -484,22 +485,6 @@ _CG1_NOT_CONTROLLERS = frozenset(("rw", "ro", "xattr", "noprefix", "clone_childr
                                   "all", "none", "favordynmods", "nofavordynmods"))
 
 
-def _unescape(s: str) -> str:
-    """Undo mountinfo's octal escapes (\\040 for a space...)."""
-    if "\\" not in s:
-        return s
-    out = []
-    i = 0
-    while i < len(s):
-        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 class _CgroupLayout:
     """The host's cgroup mounts and this process's cgroups, from ``<proc>/self/``.
 
@@ -534,7 +519,7 @@ class _CgroupLayout:
             if fstype != "cgroup" and fstype != "cgroup2":
                 continue
             left = line[:sep].split(" ")
-            mroot, mountpoint = _unescape(left[3]), _unescape(left[4])
+            mroot, mountpoint = unescape(left[3]), unescape(left[4])
             if fstype == "cgroup":
                 ctrls = [o for o in right[2].split(",") if o.startswith("name=")
                          or ("=" not in o and o not in _CG1_NOT_CONTROLLERS)]
@@ -917,7 +902,7 @@ def top_mount_id(path: str, mountinfo: str) -> int:
     order: list[int] = []
     for line in mountinfo.splitlines():
         f = line.split(" ", 5)
-        if len(f) > 4 and _unescape(f[4]) == path:
+        if len(f) > 4 and unescape(f[4]) == path:
             at[int(f[0])] = int(f[1])
             order.append(int(f[0]))
     parents = set(at.values())

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from skiff.mountinfo import unescape
+
 POLLPRI = 0x002
 POLLIN = 0x001
 
@@ -33,28 +35,13 @@ def parse_mountinfo_cgroups(text: str) -> tuple[dict[str, tuple[str, str]], tupl
         rfields = right.split()
         if len(fields) < 5 or len(rfields) < 3:
             continue
-        root, point = _unescape(fields[3]), _unescape(fields[4])
+        root, point = unescape(fields[3]), unescape(fields[4])
         if rfields[0] == "cgroup2" and v2 is None:
             v2 = (root, point)
         elif rfields[0] == "cgroup":
             for opt in rfields[2].split(","):
                 v1.setdefault(opt, (root, point))
     return v1, v2
-
-
-def _unescape(s: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and len(s[i + 1:i + 4]) == 3 and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
 
 
 def _below(mount: tuple[str, str], path: str) -> str:

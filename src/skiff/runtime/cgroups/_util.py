@@ -11,6 +11,8 @@ import errno as _errno
 import os
 import time
 
+from skiff.mountinfo import unescape
+
 # v1 controllers the manager knows by name (a v1 mount's super options name its controllers)
 V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls",
                   "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc")
@@ -211,22 +213,6 @@ class Mount:
         self.controllers = controllers
 
 
-def _unescape(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    if "\\" not in s:
-        return s
-    out = []
-    i = 0
-    while i < len(s):
-        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(path: str, cgroup_root: str) -> list[Mount]:
     """The cgroup and cgroup2 mounts at or below ``cgroup_root``, in mountinfo order."""
     try:
@@ -246,7 +232,7 @@ def parse_mountinfo(path: str, cgroup_root: str) -> list[Mount]:
         fields = left.split()
         if len(fields) < 5:
             continue
-        mnt = _unescape(fields[4])
+        mnt = unescape(fields[4])
         if mnt != root and not mnt.startswith(root + "/"):
             continue
         ctrls: list[str] = []
@@ -255,7 +241,7 @@ def parse_mountinfo(path: str, cgroup_root: str) -> list[Mount]:
             ctrls = [o for o in opts if o in V1_CONTROLLERS or o.startswith("name=")]
             if not ctrls:
                 continue
-        mounts.append(Mount(mnt, _unescape(fields[3]), post[0], ctrls))
+        mounts.append(Mount(mnt, unescape(fields[3]), post[0], ctrls))
     return mounts
 
 
