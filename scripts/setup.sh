@@ -16,6 +16,8 @@ APT_PACKAGES=(
     runc crun containerd docker.io                # the real layers Skiff is compared with and swapped with
     docker-registry skopeo umoci                  # local registry and image tools for tests
     golang-go                                     # builds the OCI runtime-tools validation suite
+    golang-github-containerd-containerd-dev       # containerd 1.6's .proto files: skiff-containerd's
+    golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # gRPC stubs are made from them
     libseccomp2 nftables iptables iproute2 procps util-linux hyperfine ca-certificates
 )
 missing=()
@@ -46,6 +48,7 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 .venv/bin/python -m skiff.launchers   # pip rewrites console scripts on every install
+.venv/bin/python -m skiff.containerd.protos build   # containerd API stubs (skipped when current)
 # Byte-compile the package: an editable install doesn't, and the per-container processes (runtime,
 # shims) would otherwise compile their sources at every start when PYTHONDONTWRITEBYTECODE is set.
 .venv/bin/python -m compileall -q src/skiff

@@ -79,7 +79,8 @@ MAX_IDENTIFIER_LENGTH = 76
 
 
 def validate_identifier(value: object, what: str) -> str:
-    """containerd's identifier rule (namespaces, container ids, lease ids)."""
+    """containerd's identifier rule (namespaces, container ids). Lease ids are not identifiers:
+    containerd accepts any non-empty id (its client's random ids may start or end with ``-``)."""
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{what} {value!r}: must be a non-empty string")
     if len(value) > MAX_IDENTIFIER_LENGTH:
@@ -713,7 +714,8 @@ class Tx:
         return flt.select([LeaseRecord(r[0], json.loads(r[1]), from_ns(r[2])) for r in rows], lease_field)
 
     def create_lease(self, ns: str, lid: str, labels: Mapping[str, str] | None = None) -> LeaseRecord:
-        validate_identifier(lid, "lease id")
+        if not isinstance(lid, str) or not lid:
+            raise InvalidArgument(f"lease id {lid!r}: must be a non-empty string")
         lbl = validate_labels(labels, f"lease {lid}")
         self.ensure_namespace(ns)
         if self._q("SELECT 1 FROM leases WHERE namespace=? AND id=?", (ns, lid)):
