@@ -1,0 +1,191 @@
+"""skiffd's process: listeners (Unix socket, TCP with mutual TLS), pid file, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import grp
+import logging
+import os
+import signal
+import socket
+import ssl
+
+from aiohttp import web
+
+from skiff.daemon.api.server import make_app
+from skiff.daemon.api.system import SystemRouter
+from skiff.daemon.backend import ContainersBackend, ImagesBackend, NoContainers, NoImages
+from skiff.daemon.config import DaemonConfig, parse_host
+from skiff.daemon.events import EventsHub
+from skiff.daemon.system import SystemService
+
+log = logging.getLogger("skiff.daemon")
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message says what and why."""
+
+
+def socket_group(cfg: DaemonConfig) -> int:
+    """The gid for the Unix socket: the configured group; the default ``docker`` falls back to
+    root when it does not exist, an explicitly configured group must exist."""
+    try:
+        return grp.getgrnam(cfg.group).gr_gid
+    except KeyError:
+        if cfg.group_explicit:
+            raise StartError(f"group {cfg.group!r}: no such group (for the API socket)") from None
+        log.info("group %s does not exist: the API socket is root's only", cfg.group)
+        return 0
+
+
+def bind_unix(path: str, gid: int) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0660, owned by root:gid. A socket file left by a
+    dead daemon is replaced; one that accepts connections is not."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    if os.path.lexists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)   # stale
+        else:
+            raise StartError(f"{path}: another daemon is listening on this socket")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chown(path, 0 if os.geteuid() == 0 else -1, gid if os.geteuid() == 0 else -1)
+        os.chmod(path, 0o660)
+        sock.listen(1024)
+    except OSError as e:
+        sock.close()
+        raise StartError(f"listen on unix://{path}: {e.strerror}") from None
+    return sock
+
+
+def tls_context(cfg: DaemonConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cfg.tlscacert)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cfg.tlscert, cfg.tlskey)
+    except (ssl.SSLError, OSError) as e:
+        raise StartError(f"tlscert {cfg.tlscert} / tlskey {cfg.tlskey}: cannot load: {e}") from None
+    return ctx
+
+
+class PidFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def create(self) -> None:
+        try:
+            with open(self.path) as f:
+                old = int(f.read().strip() or "0")
+        except (FileNotFoundError, ValueError):
+            old = 0
+        if old > 0 and old != os.getpid():
+            try:
+                os.kill(old, 0)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise StartError(f"pid file {self.path}: process {old} is running; "
+                                 "is skiffd already running? (else delete the file)") from None
+            else:
+                raise StartError(f"pid file {self.path}: process {old} is running; "
+                                 "is skiffd already running? (else delete the file)")
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig, *, containers: ContainersBackend | None = None,
+                 images: ImagesBackend | None = None) -> None:
+        self.cfg = cfg
+        self.events = EventsHub()
+        self.containers = containers or NoContainers()
+        self.images = images or NoImages()
+        self.system = SystemService(cfg, self.containers, self.images)
+
+    def app(self) -> web.Application:
+        return make_app([SystemRouter(self.system, self.events)])
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set, then close listeners, end streams and wait for the
+        requests in flight (up to 10 s)."""
+        cfg = self.cfg
+        pidfile = PidFile(cfg.effective_pidfile())
+        pidfile.create()
+        unix_paths: list[str] = []
+        runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None,
+                               shutdown_timeout=10.0)
+        try:
+            os.makedirs(cfg.exec_root, mode=0o755, exist_ok=True)
+            self.system.engine_id()
+            await runner.setup()
+            gid = socket_group(cfg)
+            for host in cfg.effective_hosts():
+                kind, addr = parse_host(host)
+                if kind == "unix":
+                    sock = bind_unix(addr, gid)
+                    unix_paths.append(addr)
+                    await web.SockSite(runner, sock).start()
+                else:
+                    hostpart, _, port = addr.rpartition(":")
+                    try:
+                        site = web.TCPSite(runner, hostpart.strip("[]") or None, int(port),
+                                           ssl_context=tls_context(cfg))
+                        await site.start()
+                    except OSError as e:
+                        raise StartError(f"listen on {host}: {e.strerror or e}") from None
+                log.info("API listening on %s", host)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            self.events.close()
+            await runner.cleanup()
+            for path in unix_paths:
+                try:
+                    os.unlink(path)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        log.error("remove %s: %s", path, e.strerror)
+            pidfile.remove()
+            log.info("stopped")
+
+
+def run_forever(daemon: Daemon) -> int:
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await daemon.run(stop)
+
+    try:
+        asyncio.run(_main())
+    except StartError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    return 0
