@@ -36,7 +36,9 @@ def install(bin_dir: str | None = None) -> list[str]:
     written = []
     for name, module in LEAN.items():
         path = os.path.join(bin_dir, name)
-        text = TEMPLATE.format(python=sys.executable, pkg_parent=pkg_parent, module=module)
+        # the interpreter itself, not the venv's symlink to it: -I -S needs nothing from the venv
+        python = os.path.realpath(sys.executable)
+        text = TEMPLATE.format(python=python, pkg_parent=pkg_parent, module=module)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
