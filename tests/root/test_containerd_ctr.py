@@ -11,8 +11,6 @@ import stat
 import pytest
 from ctr_util import Events, RealContainerd, SkiffContainerd, table
 
-from skiff.containerd.services.tasks import MESSAGE as TASKS_MESSAGE
-
 pytestmark = pytest.mark.root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,9 +68,7 @@ def test_version_plugins_and_uuid(skc):
     assert rows[("io.containerd.snapshotter.v1", "native")][-1] == "ok"
     assert rows[("io.containerd.content.v1", "content")][-1] == "ok"
     assert rows[("io.containerd.grpc.v1", "images")][-1] == "ok"
-    assert rows[("io.containerd.runtime.v2", "task")][-1] == "error"
-    detail = skc.ctr("plugins", "ls", "-d", "id==task").stdout
-    assert "Unimplemented" in detail and TASKS_MESSAGE in detail
+    assert rows[("io.containerd.runtime.v2", "task")][-1] == "ok"
 
 
 def test_socket_mode_and_pid_file(skc):
@@ -141,14 +137,6 @@ def test_containers_create_ls_info_rm(skc):
     skc.ctr("containers", "rm", "c1")
     assert table(skc.ctr("containers", "ls").stdout) == []
     assert "c1" not in {r[0] for r in table(skc.ctr("snapshots", "ls").stdout)}
-
-
-def test_run_fails_clearly_until_tasks_exist(skc):
-    skc.ctr("images", "import", BUSYBOX_TAR)
-    proc = skc.ctr("run", "--rm", IMAGE, "t1", "echo", "hi", check=False)
-    assert proc.returncode != 0
-    assert TASKS_MESSAGE in proc.stderr
-    assert table(skc.ctr("containers", "ls").stdout) == []  # --rm removed the container
 
 
 def test_leases_create_ls_rm(skc):

@@ -22,7 +22,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from skiff.containerd import protos
 from skiff.containerd.config import Config
 from skiff.containerd.server import Server, ServerError
-from skiff.containerd.services.tasks import MESSAGE as TASKS_MESSAGE
+from skiff.containerd.services.tasks import CHECKPOINT_MESSAGE, METRICS_MESSAGE
 
 api = protos.load()
 
@@ -169,14 +169,22 @@ def test_namespace_header_is_required_and_validated(client):
     assert code_of(e) == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_tasks_answer_unimplemented_with_the_reason(client):
-    for call, req in ((client.tasks.List, api.tasks.ListTasksRequest()),
-                      (client.tasks.Create, api.tasks.CreateTaskRequest(container_id="c")),
-                      (client.tasks.Wait, api.tasks.WaitRequest(container_id="c"))):
+def test_tasks_errors_without_a_task(client):
+    assert list(client.tasks.List(api.tasks.ListTasksRequest(), metadata=client.md()).tasks) == []
+    for call, req, code in (
+            (client.tasks.Create, api.tasks.CreateTaskRequest(container_id="c"), grpc.StatusCode.NOT_FOUND),
+            (client.tasks.Wait, api.tasks.WaitRequest(container_id="c"), grpc.StatusCode.NOT_FOUND),
+            (client.tasks.Start, api.tasks.StartRequest(container_id=""), grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.RpcError) as e:
+            call(req, metadata=client.md())
+        assert code_of(e) == code, e.value.details()
+    for call, req, text in ((client.tasks.Metrics, api.tasks.MetricsRequest(), METRICS_MESSAGE),
+                            (client.tasks.Checkpoint, api.tasks.CheckpointTaskRequest(container_id="c"),
+                             CHECKPOINT_MESSAGE)):
         with pytest.raises(grpc.RpcError) as e:
             call(req, metadata=client.md())
         assert code_of(e) == grpc.StatusCode.UNIMPLEMENTED
-        assert TASKS_MESSAGE in e.value.details()
+        assert text in e.value.details()
 
 
 def test_health_check(client):
@@ -710,8 +718,7 @@ def test_introspection_plugins_and_filters(client, server):
     assert native.exports["root"] == server.core.snapshotter_roots["native"]
     assert [(p.os, p.architecture) for p in native.platforms][0][0] == "linux"
     task = by[("io.containerd.runtime.v2", "task")]
-    assert task.init_err.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    assert TASKS_MESSAGE in task.init_err.message
+    assert not task.HasField("init_err")
     assert not by[("io.containerd.content.v1", "content")].HasField("init_err")
     snaps = client.introspection.Plugins(P.PluginsRequest(filters=["type==io.containerd.snapshotter.v1"]),
                                          metadata=client.md()).plugins

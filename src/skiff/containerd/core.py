@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import uuid as _uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skiff.containerd.config import Config
 from skiff.containerd.events import Exchange
@@ -135,6 +135,8 @@ class Core:
         # serialises namespace deletion with the creation of snapshots (the only objects the
         # metadata database cannot check in the same transaction)
         self.namespace_lock = threading.Lock()
+        # the task manager (skiff.containerd.tasks_core), set by the Tasks service
+        self.tasks: Any = None
 
     @staticmethod
     def _load_uuid(path: str) -> str:
@@ -199,6 +201,8 @@ class Core:
                 raise FailedPrecondition(f"namespace {name} must be empty, but it still has {', '.join(left)}")
 
     def close(self) -> None:
+        if self.tasks is not None:
+            self.tasks.close()  # the event pumps stop; the shims and their containers stay
         self.gc.stop()
         self.exchange.close()
         for s in self.snapshotters.values():

@@ -4,7 +4,7 @@ The plugin list describes what this process really has, in containerd's plugin v
 (type, id, requires, platforms, exports): the content store, the snapshotters that loaded (a
 snapshotter that failed carries its error in ``init_err``), the metadata store, the differ,
 the garbage collector, the lease manager, the event exchange, the gRPC services, and the task
-runtime, which carries UNIMPLEMENTED in ``init_err`` until the shim lands.
+runtime (skiff-shim, ``skiff.containerd.tasks_core``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from skiff.containerd.core import CONTENT_DIR, METADATA_DIR
 from skiff.containerd.rpc import handler
 from skiff.containerd.services import Service
-from skiff.containerd.services.tasks import MESSAGE as TASKS_MESSAGE
 from skiff.images.manifest import default_platform
 from skiff.images.metadata import parse_filters
 
@@ -76,7 +75,7 @@ class IntrospectionService(Service):
             plugin("io.containerd.lease.v1", "manager", ["io.containerd.metadata.v1"]),
             plugin("io.containerd.event.v1", "exchange"),
             plugin("io.containerd.runtime.v2", "task", ["io.containerd.event.v1", "io.containerd.metadata.v1"],
-                   platforms=True, error=(CODE_UNIMPLEMENTED, TASKS_MESSAGE)),
+                   platforms=True),
         ]
         for name, requires in sorted(GRPC_SERVICES.items()):
             out.append(plugin("io.containerd.grpc.v1", name, requires))
