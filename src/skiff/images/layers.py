@@ -68,10 +68,13 @@ import errno
 import hashlib
 import os
 import posixpath
+import queue
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -117,6 +120,7 @@ LAYER_MEDIA_TYPES = MEDIA_TYPES_UNCOMPRESSED + MEDIA_TYPES_GZIP + MEDIA_TYPES_ZS
 CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_QUEUE_DEPTH = 4  # decompressed pieces the producer thread may hold ready
 
 
 class LayerError(ImageError):
@@ -194,10 +198,17 @@ class _HashingRaw:
 
 
 class LayerReader:
-    """The uncompressed bytes of a layer stream, hashed as they are read.
+    """The uncompressed bytes of a layer stream, hashed as they are produced.
 
     Supports what ``tarfile`` needs in "r" mode: ``read``, ``tell`` and ``seek`` forward
-    (skipping by reading, so the hash covers everything).
+    (skipping by reading, so the hash covers everything), and ``copy_to_fd`` for member data.
+
+    After ``start()``, a producer thread reads the stream, decompresses it and hashes both
+    the stream and its uncompressed bytes (zlib, zstd and hashlib release the GIL on large
+    pieces), handing pieces of at most ``CHUNK`` bytes to the extracting thread through a
+    bounded queue (at most ``_QUEUE_DEPTH`` pieces ahead); its errors are raised in the
+    extracting thread at the point of the stream where they occurred. ``close()`` stops it
+    and waits for it, so the caller's stream is never read after ``apply_layer`` returns.
     """
 
     def __init__(self, raw: BinaryIO, *, compressed_algorithm: str = "sha256") -> None:
@@ -225,9 +236,68 @@ class LayerReader:
             self._zin = memoryview(head)
         else:
             self._buf = head
+            self.hash.update(head)
             self._pending = b""
             if compressed_algorithm == "sha256":
                 self.raw.hash = None  # the stream is the tar: its digest is the diff ID
+        self._view = memoryview(self._buf)
+        self._queue: queue.Queue[tuple[bytes, BaseException | None]] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        """Read and decompress ahead in a producer thread (see the class doc)."""
+        if self._thread is None and not self._eof:
+            self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+            self._thread = threading.Thread(target=self._produce, name="skiff-layer-reader", daemon=True)
+            self._thread.start()
+
+    def _produce(self) -> None:
+        q = self._queue
+        assert q is not None
+        try:
+            while not self._stop.is_set():
+                data = self._source()
+                q.put((data, None))
+                if not data:
+                    return
+        except BaseException as e:  # handed to the extracting thread, raised there
+            q.put((b"", e))
+
+    def close(self) -> None:
+        """Stop the producer thread (if any) and wait for it."""
+        t = self._thread
+        if t is None:
+            return
+        self._stop.set()
+        q = self._queue
+        assert q is not None
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)  # make room so that a blocked put returns
+            except queue.Empty:
+                pass
+        t.join()
+        self._thread = None
+
+    def _source(self) -> bytes:
+        """The next piece of uncompressed data, hashed (b"" at the end)."""
+        data = self._more()
+        if data:
+            self.hash.update(data)
+        return data
+
+    def _next(self) -> bytes:
+        if self._error is not None:
+            raise self._error
+        if self._queue is None:
+            return self._source()
+        data, err = self._queue.get()
+        if err is not None:
+            self._error = err
+            raise err
+        return data
 
     def _more(self) -> bytes:
         """The next piece of uncompressed data (b"" at the end)."""
@@ -314,16 +384,22 @@ class LayerReader:
                 raise InvalidLayer(f"{self.compression} stream: trailing data after the last member")
             rest = self.raw.read(CHUNK)
 
+    def _refill(self) -> bool:
+        """Make the buffer hold unread bytes; False at the end of the stream."""
+        if self._eof:
+            return False
+        self._buf = self._next()
+        self._view = memoryview(self._buf)
+        self._pos = 0
+        if not self._buf:
+            self._eof = True
+            return False
+        return True
+
     def _piece(self, n: int) -> bytes:
         """Up to ``n`` bytes from what is buffered (refilling an empty buffer)."""
-        if self._pos >= len(self._buf):
-            if self._eof:
-                return b""
-            self._buf = self._more()
-            self._pos = 0
-            if not self._buf:
-                self._eof = True
-                return b""
+        if self._pos >= len(self._buf) and not self._refill():
+            return b""
         if n < 0:
             n = len(self._buf) - self._pos
         data = self._buf[self._pos:self._pos + n]
@@ -343,7 +419,6 @@ class LayerReader:
                 parts.append(more)
                 got += len(more)
             data = b"".join(parts)
-        self.hash.update(data)
         self.size += len(data)
         return data
 
@@ -357,19 +432,53 @@ class LayerReader:
             n -= len(d)
         return b"".join(parts)
 
+    def copy_to_fd(self, fd: int, n: int) -> int:
+        """Write the next ``n`` bytes to ``fd`` straight from the buffers (no copies);
+        returns how many there were (fewer only at the end of the stream)."""
+        done = 0
+        while done < n:
+            pos = self._pos
+            avail = len(self._buf) - pos
+            if avail <= 0:
+                if not self._refill():
+                    break
+                continue
+            k = min(n - done, avail)
+            view = self._view[pos:pos + k]
+            while view:
+                view = view[os.write(fd, view):]
+            self._pos = pos + k
+            done += k
+        self.size += done
+        return done
+
+    def skip(self, n: int) -> int:
+        """Pass over the next ``n`` bytes (they are hashed all the same); returns how many."""
+        done = 0
+        while done < n:
+            avail = len(self._buf) - self._pos
+            if avail <= 0:
+                if not self._refill():
+                    break
+                continue
+            k = min(n - done, avail)
+            self._pos += k
+            done += k
+        self.size += done
+        return done
+
     def tell(self) -> int:
         return self.size
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0 or pos < self.size:
             raise OSError(errno.ESPIPE, f"layer stream: cannot seek back to {pos} from {self.size}")
-        while self.size < pos:
-            if not self.read(min(pos - self.size, CHUNK)):
-                raise InvalidLayer(f"tar stream: truncated (ends at byte {self.size}, data runs to {pos})")
+        if self.size < pos and self.skip(pos - self.size) < pos - self.size:
+            raise InvalidLayer(f"tar stream: truncated (ends at byte {self.size}, data runs to {pos})")
         return self.size
 
     def drain(self) -> None:
-        while self.read(CHUNK):
+        while self.skip(1 << 62):
             pass
 
     @property
@@ -694,6 +803,24 @@ class _Extractor:
     def _create(self, reader: LayerReader, tar: tarfile.TarInfo | tarfile.TarFile, pdir: _Dir, name: str,
                 rel: str, info: tarfile.TarInfo, what: str) -> None:
         pfd = pdir.fd
+        if info.isreg():
+            try:
+                fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
+            except FileExistsError:  # something is there already: it goes first
+                old = self._existing(pfd, name)
+                if old is not None:
+                    self._remove_at(pfd, name, old)
+                    pfd = self._dirfd(pdir.rel)
+                fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
+            try:
+                if info.sparse is not None:
+                    self._write_sparse(reader, tar, fd, info, what)
+                else:
+                    self._write_data(reader, fd, info.size, what)
+                self._attrs(pfd, name, info, what, fd)
+            finally:
+                os.close(fd)
+            return
         old = self._existing(pfd, name)
         if info.isdir():
             if old is not None and stat.S_ISDIR(old.st_mode):
@@ -711,17 +838,6 @@ class _Extractor:
         if old is not None:
             self._remove_at(pfd, name, old)
             pfd = self._dirfd(pdir.rel)
-        if info.isreg():
-            fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
-            try:
-                if info.sparse is not None:
-                    self._write_sparse(reader, tar, fd, info, what)
-                else:
-                    self._write_data(reader, fd, info.size, what)
-                self._attrs(pfd, name, info, what, fd)
-            finally:
-                os.close(fd)
-            return
         if info.issym():
             if not info.linkname:
                 raise InvalidLayer(f"{what}: symbolic link with an empty target")
@@ -743,16 +859,10 @@ class _Extractor:
         self._attrs(pfd, name, info, what)
 
     def _write_data(self, reader: LayerReader, fd: int, size: int, what: str) -> None:
-        remaining = size
-        while remaining > 0:
-            chunk = reader.read(min(remaining, CHUNK))
-            if not chunk:
-                raise InvalidLayer(f"{what}: truncated: {size - remaining} of {size} bytes of data")
-            view = memoryview(chunk)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            remaining -= len(chunk)
+        if size > 0:
+            got = reader.copy_to_fd(fd, size)
+            if got < size:
+                raise InvalidLayer(f"{what}: truncated: {got} of {size} bytes of data")
 
     def _write_sparse(self, reader: LayerReader, tar: tarfile.TarInfo | tarfile.TarFile, fd: int,
                       info: tarfile.TarInfo, what: str) -> None:
@@ -1017,9 +1127,82 @@ _END_ERRORS = (tarfile.__dict__["EOFHeaderError"], tarfile.__dict__["EmptyHeader
 _TRUNCATED_ERROR = tarfile.__dict__["TruncatedHeaderError"]
 
 
+# the fixed fields of a ustar/GNU/v7 header block, in order (the last 12 bytes unused)
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
+# entry types the fast parser handles (all of them entries of their own, no extension headers)
+_FAST_TYPES = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.LNKTYPE,
+                         tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE,
+                         tarfile.FIFOTYPE))
+_DATA_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)  # the fast types whose data follows
+
+
+def _fast_header(buf: bytes, offset: int, encoding: str, errors: str) -> tarfile.TarInfo | None:
+    """The member a plain header block describes, as ``tarfile.TarInfo.frombuf`` and
+    ``_proc_builtin`` would make it, or None when the block is anything but a well-formed
+    header of an ordinary entry (end of archive, bad checksum, base-256 or odd numbers,
+    extension headers, sparse files, unknown types): those go to tarfile, whose handling
+    (and errors) are then exactly the usual ones. ``offset``: where the block starts."""
+    if len(buf) != tarfile.BLOCKSIZE:
+        return None
+    (name, mode, uid, gid, size, mtime, chksum, kind, linkname, uname, gname,
+     devmajor, devminor, prefix) = _HEADER.unpack(buf)
+    if kind not in _FAST_TYPES:
+        return None
+    # Numbers: octal text, trailing NULs and spaces stripped. Whatever int() refuses here
+    # (base-256, a NUL followed by more text, ...) goes to tarfile; what it accepts has the
+    # value tarfile's nti() gives (the text up to the first NUL, stripped, in base 8).
+    try:
+        chk = int(chksum.rstrip(b"\0 ") or b"0", 8)
+        if chk != sum(buf) - sum(chksum) + 256:  # the checksum field counts as 8 spaces
+            return None
+        info = tarfile.TarInfo()
+        info.mode = int(mode.rstrip(b"\0 ") or b"0", 8)
+        info.uid = int(uid.rstrip(b"\0 ") or b"0", 8)
+        info.gid = int(gid.rstrip(b"\0 ") or b"0", 8)
+        info.size = int(size.rstrip(b"\0 ") or b"0", 8)
+        info.mtime = int(mtime.rstrip(b"\0 ") or b"0", 8)
+        info.devmajor = int(devmajor.rstrip(b"\0 ") or b"0", 8)
+        info.devminor = int(devminor.rstrip(b"\0 ") or b"0", 8)
+        nul = name.find(b"\0")
+        info.name = (name if nul < 0 else name[:nul]).decode(encoding, errors)
+        nul = linkname.find(b"\0")
+        info.linkname = (linkname if nul < 0 else linkname[:nul]).decode(encoding, errors)
+        nul = uname.find(b"\0")
+        info.uname = (uname if nul < 0 else uname[:nul]).decode(encoding, errors)
+        nul = gname.find(b"\0")
+        info.gname = (gname if nul < 0 else gname[:nul]).decode(encoding, errors)
+        nul = prefix.find(b"\0")
+        pfx = (prefix if nul < 0 else prefix[:nul]).decode(encoding, errors)
+    except (ValueError, UnicodeError):
+        return None
+    info.chksum = chk
+    if kind == tarfile.AREGTYPE and info.name.endswith("/"):
+        kind = tarfile.DIRTYPE  # v7: a directory is a regular file with a trailing slash
+    info.type = kind
+    if kind == tarfile.DIRTYPE:
+        info.name = info.name.rstrip("/")
+    if pfx:
+        info.name = pfx + "/" + info.name
+        if kind == tarfile.DIRTYPE:
+            info.name = info.name.rstrip("/")
+    info.offset = offset
+    info.offset_data = offset + tarfile.BLOCKSIZE
+    return info
+
+
 def _next_member(tar: Any, reader: LayerReader, where: str) -> tarfile.TarInfo | None:
     """The next header, or None at the end; unlike tarfile, a bad header is an error."""
     reader.seek(tar.offset)
+    block = reader.read(tarfile.BLOCKSIZE)
+    if not tar.pax_headers:  # global PAX headers apply to every member: tarfile's job
+        info = _fast_header(block, tar.offset, tar.encoding, tar.errors)
+        if info is not None:
+            end = info.offset_data
+            if info.type in _DATA_TYPES:
+                end += -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            tar.offset = end
+            return info
+    tar.fileobj = _Unread(block, reader)
     try:
         return tarfile.TarInfo.fromtarfile(tar)
     except _END_ERRORS:
@@ -1030,6 +1213,8 @@ def _next_member(tar: Any, reader: LayerReader, where: str) -> tarfile.TarInfo |
         raise
     except Exception as e:  # tarfile's HeaderError family, and what bad numbers raise
         raise InvalidLayer(f"{where}: bad tar header at byte {tar.offset}: {e or type(e).__name__}") from e
+    finally:
+        tar.fileobj = reader
 
 
 def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lowers: Sequence[str] = (),
@@ -1057,9 +1242,14 @@ def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lo
     if algorithm not in ("sha256", "sha512"):
         raise InvalidArgument(f"apply {where}: digest algorithm {algorithm!r} not supported")
     reader = LayerReader(stream, compressed_algorithm=algorithm)
-    ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where)
+    try:
+        ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where)
+    except BaseException:
+        reader.close()
+        raise
     member = ""
     try:
+        reader.start()
         head = reader.read(tarfile.BLOCKSIZE)
         if head:
             tar: Any
@@ -1085,6 +1275,7 @@ def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lo
         raise LayerError(f"{where}: {detail}{e.strerror or e}"
                          + (f" ({e.filename})" if e.filename else "")) from e
     finally:
+        reader.close()
         ex.close()
     got = reader.diff_id if reader.raw.hash is None else f"{algorithm}:{reader.raw.hash.hexdigest()}"
     if compressed_digest and got != compressed_digest:
