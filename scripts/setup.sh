@@ -18,6 +18,7 @@ APT_PACKAGES=(
     golang-go                                     # builds the OCI runtime-tools validation suite
     golang-github-containerd-containerd-dev       # containerd 1.6's .proto files: skiff-containerd's
     golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # gRPC stubs are made from them
+    golang-github-containerd-cgroups-dev          # ... and the task metrics types from its .proto files
     libseccomp2 nftables iptables iproute2 procps util-linux hyperfine ca-certificates
 )
 missing=()

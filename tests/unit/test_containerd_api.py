@@ -22,7 +22,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from skiff.containerd import protos
 from skiff.containerd.config import Config
 from skiff.containerd.server import Server, ServerError
-from skiff.containerd.services.tasks import CHECKPOINT_MESSAGE, METRICS_MESSAGE
+from skiff.containerd.services.tasks import CHECKPOINT_MESSAGE
 
 api = protos.load()
 
@@ -178,13 +178,14 @@ def test_tasks_errors_without_a_task(client):
         with pytest.raises(grpc.RpcError) as e:
             call(req, metadata=client.md())
         assert code_of(e) == code, e.value.details()
-    for call, req, text in ((client.tasks.Metrics, api.tasks.MetricsRequest(), METRICS_MESSAGE),
-                            (client.tasks.Checkpoint, api.tasks.CheckpointTaskRequest(container_id="c"),
-                             CHECKPOINT_MESSAGE)):
-        with pytest.raises(grpc.RpcError) as e:
-            call(req, metadata=client.md())
-        assert code_of(e) == grpc.StatusCode.UNIMPLEMENTED
-        assert text in e.value.details()
+    assert list(client.tasks.Metrics(api.tasks.MetricsRequest(filters=["id==c"]), metadata=client.md()).metrics) == []
+    with pytest.raises(grpc.RpcError) as e:
+        client.tasks.Metrics(api.tasks.MetricsRequest(filters=["id=="]), metadata=client.md())
+    assert code_of(e) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        client.tasks.Checkpoint(api.tasks.CheckpointTaskRequest(container_id="c"), metadata=client.md())
+    assert code_of(e) == grpc.StatusCode.UNIMPLEMENTED
+    assert CHECKPOINT_MESSAGE in e.value.details()
 
 
 def test_health_check(client):

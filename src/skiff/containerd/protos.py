@@ -1,9 +1,9 @@
 """containerd 1.6's API as Python modules, generated from Debian's ``.proto`` files.
 
 The API definitions are not in this repository: they come from Debian's packages
-(``golang-github-containerd-containerd-dev`` for containerd's, ``golang-github-gogo-protobuf-dev``
-for ``gogoproto/gogo.proto``, ``golang-github-gogo-googleapis-dev`` for
-``google/rpc/status.proto``) and are compiled with grpcio-tools at install time
+(``golang-github-containerd-containerd-dev`` for containerd's, ``golang-github-containerd-cgroups-dev``
+for the cgroup metrics of ``Tasks.Metrics``, ``golang-github-gogo-protobuf-dev`` for
+``gogoproto/gogo.proto``, ``golang-github-gogo-googleapis-dev`` for ``google/rpc/status.proto``) and are compiled with grpcio-tools at install time
 (``python -m skiff.containerd.protos build``, run by ``scripts/setup.sh``) into a directory
 outside the source tree: ``$SKIFF_CONTAINERD_API_DIR``, by default
 ``<sys.prefix>/share/skiff/containerd-api`` (the venv).
@@ -47,11 +47,12 @@ STAMP = "STAMP"
 
 GOCODE = "/usr/share/gocode/src/github.com"
 CONTAINERD_SRC = f"{GOCODE}/containerd/containerd"
+CGROUPS_SRC = f"{GOCODE}/containerd/cgroups"
 GOGO_SRC = f"{GOCODE}/gogo/protobuf"
 GOOGLEAPIS_SRC = f"{GOCODE}/gogo/googleapis"
 
-DEBIAN_PACKAGES = ("golang-github-containerd-containerd-dev", "golang-github-gogo-protobuf-dev",
-                   "golang-github-gogo-googleapis-dev")
+DEBIAN_PACKAGES = ("golang-github-containerd-containerd-dev", "golang-github-containerd-cgroups-dev",
+                   "golang-github-gogo-protobuf-dev", "golang-github-gogo-googleapis-dev")
 
 # (source root, path under it, path in the staged tree under PACKAGE/)
 _EXTRA = (
@@ -59,6 +60,8 @@ _EXTRA = (
     (CONTAINERD_SRC, "runtime/v2/runc/options/oci.proto", "containerd/runtime/v2/runc/options/oci.proto"),
     (CONTAINERD_SRC, "runtime/linux/runctypes/runc.proto", "containerd/runtime/linux/runctypes/runc.proto"),
     (CONTAINERD_SRC, "runtime/v2/task/shim.proto", "containerd/runtime/v2/task/shim.proto"),
+    (CGROUPS_SRC, "stats/v1/metrics.proto", "cgroups/stats/v1/metrics.proto"),
+    (CGROUPS_SRC, "v2/stats/metrics.proto", "cgroups/v2/stats/metrics.proto"),
     (GOGO_SRC, "gogoproto/gogo.proto", "gogoproto/gogo.proto"),
     (GOOGLEAPIS_SRC, "google/rpc/status.proto", "google/rpc/status.proto"),
 )
@@ -100,6 +103,8 @@ TYPES = {
     "ev_task": "containerd/api/events/task.proto",
     "runc_options": "containerd/runtime/v2/runc/options/oci.proto",
     "status": "google/rpc/status.proto",
+    "cgroups_v1": "cgroups/stats/v1/metrics.proto",  # io.containerd.cgroups.v1.Metrics
+    "cgroups_v2": "cgroups/v2/stats/metrics.proto",  # io.containerd.cgroups.v2.Metrics
 }
 
 
@@ -146,13 +151,19 @@ def source_files() -> list[tuple[str, str]]:
 
 
 def _tool_versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    # The packages' own version attributes, not importlib.metadata: that module (with email,
+    # zipfile, csv) would cost the daemon ~2 MiB of RSS for this one string.
     parts = []
-    for dist in ("grpcio-tools", "protobuf"):
-        try:
-            parts.append(f"{dist}={version(dist)}")
-        except PackageNotFoundError:
-            parts.append(f"{dist}=none")
+    try:
+        from grpc_tools.grpc_version import VERSION as tools_version
+    except ImportError:
+        tools_version = "none"
+    parts.append(f"grpcio-tools={tools_version}")
+    try:
+        from google.protobuf import __version__ as protobuf_version
+    except ImportError:
+        protobuf_version = "none"
+    parts.append(f"protobuf={protobuf_version}")
     parts.append(f"external-status={_external_status()}")
     return " ".join(parts)
 

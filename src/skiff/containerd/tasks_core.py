@@ -410,7 +410,13 @@ class TaskManager:
             unmount_all(rootfs)
             if os.path.ismount(rootfs):
                 unmount_all(rootfs, MNT_DETACH)
-        shutil.rmtree(bundle)
+        def vanished(func: object, path: str, exc: tuple) -> None:
+            # the shim removes its own files (shim.pid, address, socket) as it exits, which
+            # may race with this removal; anything else is a real error
+            if not isinstance(exc[1], FileNotFoundError):
+                raise exc[1]
+
+        shutil.rmtree(bundle, onerror=vanished)
         parent = os.path.dirname(bundle)
         try:
             os.rmdir(parent)  # the namespace's directory, when it was the last task
