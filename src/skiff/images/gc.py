@@ -52,6 +52,7 @@ from skiff.images import manifest as mf
 from skiff.images.content import RESOURCE_CONTENT, RESOURCE_INGEST, ContentStore, Descriptor, parse_digest
 from skiff.images.errors import FailedPrecondition, ImageError, InvalidArgument
 from skiff.images.leases import LABEL_GC_FLAT, lease_expired
+from skiff.images.manifest import chain_ids
 from skiff.images.metadata import RESOURCE_SNAPSHOT_PREFIX
 
 TYPE_CHECKING = False
@@ -110,18 +111,6 @@ def snapshot_refs(labels: Mapping[str, str]) -> list[tuple[str, str]]:
             snapshotter = key[len(LABEL_GC_REF_SNAPSHOT):].split("/", 1)[0]
             if snapshotter:
                 out.append((snapshotter, value))
-    return out
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """The OCI chain IDs of a stack of layers (ChainID(n) = sha256(ChainID(n-1) + " " + DiffID(n)))."""
-    import hashlib
-    out: list[str] = []
-    for d in diff_ids:
-        if not out:
-            out.append(d)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
     return out
 
 

@@ -34,6 +34,7 @@ from skiff.images.ocilayout import json_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 # --- media types ----------------------------------------------------------------------------
@@ -564,3 +565,17 @@ def no_match_error(matcher: PlatformMatcher, where: str = "") -> NotFound:
     """Docker's error when an index has nothing for the platform."""
     suffix = f" ({where})" if where else ""
     return NotFound(f"no matching manifest for {matcher.platform} in the manifest list entries{suffix}")
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """The chain ID of each prefix of ``diff_ids`` (image-spec, "ChainID"):
+    ChainID(1) = DiffID(1), ChainID(n) = sha256(ChainID(n-1) + " " + DiffID(n))."""
+    import hashlib
+
+    out: list[str] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out

@@ -21,7 +21,6 @@ snapshots of a kept image) and each compressed layer ``containerd.io/uncompresse
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from skiff.images.manifest import (
     MAX_CONFIG_SIZE,
     MAX_MANIFEST_SIZE,
     PlatformMatcher,
+    chain_ids,
     is_index,
     is_layer,
     is_manifest,
@@ -64,17 +64,6 @@ class ContentProvider(Protocol):
     def open(self, digest: str) -> BinaryIO: ...
 
     def read_all(self, digest: str, max_size: int | None = None) -> bytes: ...
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The chain ID of each prefix of ``diff_ids`` (image-spec, "ChainID")."""
-    out: list[str] = []
-    for d in diff_ids:
-        if not out:
-            out.append(d)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
-    return out
 
 
 def chain_id(diff_ids: Sequence[str]) -> str:
