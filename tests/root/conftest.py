@@ -1,4 +1,5 @@
 import pytest
+from ctr_util import Events
 from runtime_util import Runtime
 
 
@@ -16,3 +17,18 @@ def request_cleanup():
     yield todo
     for fn in reversed(todo):
         fn()
+
+
+@pytest.fixture
+def events():
+    """Start ``ctr events`` subscriptions; any still running at teardown is stopped by PID."""
+    started: list[Events] = []
+
+    def start(address: str, *filters: str) -> Events:
+        ev = Events(address, *filters)
+        started.append(ev)
+        return ev
+    yield start
+    for ev in started:
+        if ev.proc.poll() is None:
+            ev.stop()

@@ -9,7 +9,7 @@ import signal
 import stat
 
 import pytest
-from ctr_util import Events, RealContainerd, SkiffContainerd, table
+from ctr_util import RealContainerd, SkiffContainerd, table
 
 pytestmark = pytest.mark.root
 
@@ -24,21 +24,6 @@ def skc(state_dirs):
     yield d
     code = d.stop()
     assert code == 0, f"skiff-containerd exited {code}; log:\n{d.log()}"
-
-
-@pytest.fixture
-def events():
-    """Start ``ctr events`` subscriptions; any still running at teardown is stopped by PID."""
-    started: list[Events] = []
-
-    def start(address: str, *filters: str) -> Events:
-        ev = Events(address, *filters)
-        started.append(ev)
-        return ev
-    yield start
-    for ev in started:
-        if ev.proc.poll() is None:
-            ev.stop()
 
 
 @pytest.fixture

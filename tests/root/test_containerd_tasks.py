@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from ctr_util import CTR, Events, SkiffContainerd, table
+from ctr_util import CTR, SkiffContainerd, table
 
 pytestmark = pytest.mark.root
 
@@ -53,21 +53,6 @@ def skc(state_dirs):
     finally:
         code = d.stop()
     assert code == 0, f"skiff-containerd exited {code}; log:\n{d.log()}"
-
-
-@pytest.fixture
-def events():
-    """Start ``ctr events`` subscriptions; any still running at teardown is stopped by PID."""
-    started: list[Events] = []
-
-    def start(address: str, *filters: str) -> Events:
-        ev = Events(address, *filters)
-        started.append(ev)
-        return ev
-    yield start
-    for ev in started:
-        if ev.proc.poll() is None:
-            ev.stop()
 
 
 def task_events(lines: list[str]) -> list[tuple[str, dict]]:
