@@ -19,6 +19,7 @@ APT_PACKAGES=(
     golang-github-containerd-containerd-dev       # containerd 1.6's .proto files: skiff-containerd's
     golang-github-gogo-protobuf-dev golang-github-gogo-googleapis-dev   # gRPC stubs are made from them
     golang-github-containerd-cgroups-dev          # ... and the task metrics types from its .proto files
+    tini                                          # --init: tini-static is the container's PID 1
     libseccomp2 nftables iptables iproute2 procps util-linux hyperfine ca-certificates
 )
 missing=()
