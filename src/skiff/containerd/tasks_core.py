@@ -104,20 +104,88 @@ class RuntimeChoice:
                    [str(a) for a in d.get("args", [])])
 
 
-def choose_runtime(config: Config, name: str, namespace: str) -> RuntimeChoice:
+def choose_runtime(config: Config, name: str, namespace: str, options: Any = None) -> RuntimeChoice:
     """The runtime a container names, through the config's runtimes table (containerd's shim
     type names such as ``io.containerd.runc.v2`` mean the default runtime). InvalidArgument for
-    a name that is not configured."""
+    a name that is not configured.
+
+    ``options`` is the container's ``runtime.options`` (an ``AnyValue`` or None). A
+    ``containerd.runc.v1.Options`` (what dockerd sends for a runtime configured by path) is
+    honoured as containerd's runc shim does: ``binary_name`` runs that binary (with the settings
+    of the configured runtime whose binary it is, if any; else plainly, with its own ``--root``
+    under the state directory), ``root`` and ``systemd_cgroup`` override. Its other fields
+    (CRIU, shim cgroup, IO owner, no_pivot_root, no_new_keyring) are refused when set, as is
+    any other options type."""
     try:
         rt = config.runtime(name)
     except ConfigError as e:
         raise InvalidArgument(f"container runtime: {e}") from None
+    opts = _runc_options(options, name) if options is not None else None
+    if opts is not None and opts.binary_name:
+        rt = _runtime_for_binary(config, opts.binary_name, namespace)
     root = rt.root or os.path.join(config.state, rt.name, namespace)
-    args = (["--systemd-cgroup"] if rt.systemd_cgroup else []) + list(rt.args)
+    systemd = rt.systemd_cgroup
+    if opts is not None:
+        root = opts.root or root
+        systemd = systemd or opts.systemd_cgroup
+    args = (["--systemd-cgroup"] if systemd else []) + list(rt.args)
     binary = rt.resolved_binary()
     if rt.hide_cgroup2_unified:
         binary = _wrapper(config, rt)
     return RuntimeChoice(rt.name, binary, root, args)
+
+
+RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"
+_UNSUPPORTED_RUNC_OPTIONS = ("no_pivot_root", "no_new_keyring", "shim_cgroup", "io_uid", "io_gid",
+                             "criu_path", "criu_image_path", "criu_work_path")
+
+
+def _runc_options(options: Any, name: str) -> Any:
+    """The decoded ``containerd.runc.v1.Options`` of a container (None for empty options)."""
+    type_url = getattr(options, "type_url", "")
+    value = getattr(options, "value", b"")
+    if not type_url and not value:
+        return None
+    if type_url.rsplit("/", 1)[-1] != RUNC_OPTIONS_TYPE_URL:
+        raise InvalidArgument(f"container runtime {name!r}: runtime options of type {type_url!r} are not "
+                              f"supported (only {RUNC_OPTIONS_TYPE_URL})")
+    from google.protobuf.message import DecodeError
+
+    from skiff.containerd.protos import load
+    opts = load().runc_options.Options()
+    try:
+        opts.ParseFromString(value)
+    except DecodeError as e:
+        raise InvalidArgument(f"container runtime {name!r}: runtime options: not a valid "
+                              f"{RUNC_OPTIONS_TYPE_URL}: {e}") from None
+    for fname in _UNSUPPORTED_RUNC_OPTIONS:
+        if getattr(opts, fname):
+            raise InvalidArgument(f"container runtime {name!r}: runtime option {fname} is not supported by "
+                                  "skiff-containerd")
+    return opts
+
+
+def _runtime_for_binary(config: Config, binary: str, namespace: str) -> Runtime:
+    """The configured runtime whose binary is ``binary`` (same file), else an unconfigured one
+    named after the binary (its ``--root`` is ``<state>/binary-<hash>/<namespace>``)."""
+    if not os.path.isabs(binary):
+        found = shutil.which(binary)
+        if not found:
+            raise InvalidArgument(f"runtime binary {binary!r}: not found in PATH")
+        binary = found
+    try:
+        want = os.stat(binary)
+    except OSError as e:
+        raise InvalidArgument(f"runtime binary {binary}: {e.strerror}") from None
+    for rt in config.runtimes.values():
+        try:
+            st = os.stat(rt.resolved_binary())
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            return rt
+    tag = hashlib.sha256(binary.encode()).hexdigest()[:12]
+    return Runtime(f"binary-{tag}", binary)
 
 
 def _wrapper(config: Config, rt: Runtime) -> str:

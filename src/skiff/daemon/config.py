@@ -11,8 +11,12 @@
       "insecure-registries": ["127.0.0.1:5000"], "registry-mirrors": ["https://mirror.example"],
       "live-restore": true,                   "debug": false,
       "tls": false, "tlsverify": true, "tlscacert": "ca.pem", "tlscert": "cert.pem",
-      "tlskey": "key.pem",                    "group": "docker"
+      "tlskey": "key.pem",                    "group": "docker",
+      "containerd": "/run/skiff/containerd.sock"
     }
+
+``containerd`` names the socket of a containerd to use (as dockerd's ``--containerd``); without
+it skiffd uses, or starts, skiff-containerd on ``<exec-root>/containerd.sock``.
 
 As in dockerd, a directive given both as a flag and in the file is an error (no silent
 precedence), and keys that match no directive are refused. ``merge`` applies the file and then
@@ -80,9 +84,16 @@ class DaemonConfig:
     tlskey: str = ""
     group: str = DEFAULT_GROUP
     group_explicit: bool = False           # set by the file or a flag (then it must exist)
+    containerd: str = ""                   # "" means skiff-containerd on <exec-root>/containerd.sock
 
     def effective_pidfile(self) -> str:
         return self.pidfile or os.path.join(self.exec_root, "skiffd.pid")
+
+    def containerd_address(self) -> str:
+        """The containerd socket path skiffd talks to."""
+        if self.containerd:
+            return self.containerd[len("unix://"):] if self.containerd.startswith("unix://") else self.containerd
+        return os.path.join(self.exec_root, "containerd.sock")
 
     def effective_hosts(self) -> list[str]:
         return list(self.hosts) or ["unix://" + DEFAULT_SOCKET]
@@ -101,6 +112,9 @@ class DaemonConfig:
         for key, value in (("data-root", self.data_root), ("exec-root", self.exec_root)):
             if not os.path.isabs(value):
                 raise ConfigError(f"{key}: {value!r} is not an absolute path")
+        if self.containerd and not os.path.isabs(self.containerd_address()):
+            raise ConfigError(f"containerd: {self.containerd!r}: expected an absolute socket path "
+                              "(or unix:///path)")
         if self.pidfile and not os.path.isabs(self.pidfile):
             raise ConfigError(f"pidfile: {self.pidfile!r} is not an absolute path")
         for name, rt in self.runtimes.items():
@@ -221,6 +235,7 @@ KEYS: dict[str, tuple[str, Any]] = {
     "tlscert": ("tlscert", _str),
     "tlskey": ("tlskey", _str),
     "group": ("group", _str),
+    "containerd": ("containerd", _str),
 }
 
 

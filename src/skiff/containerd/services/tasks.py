@@ -6,7 +6,9 @@ the request (``ctr`` sends the snapshot's mounts and its FIFOs, or ``file://`` p
 runtimes table: ``skiff-runc``, ``runc``, ``crun`` (or any configured name) run that runtime;
 containerd's shim type names ``io.containerd.runc.v2`` (ctr's default),
 ``io.containerd.runc.v1`` and ``io.containerd.runtime.v1.linux`` mean the configured default
-(skiff-runc). Any other name is InvalidArgument.
+(skiff-runc). Any other name is InvalidArgument. A container's ``containerd.runc.v1.Options``
+runtime options are honoured as containerd's runc shim does (``binary_name``, ``root``,
+``systemd_cgroup``; see ``choose_runtime``).
 
 Metrics answers, like containerd, one ``types.Metric`` per task of the namespace that matches
 the filters (fields ``id``, ``namespace``), its data the cgroup metrics message of the host's
@@ -106,7 +108,7 @@ class TasksService(Service):
         if container.spec.type_url not in SPEC_TYPE_URLS:
             raise InvalidArgument(f"container {container.id}: spec has type {container.spec.type_url!r}, "
                                   f"expected {SPEC_TYPE_URLS[0]}")
-        runtime = choose_runtime(self.core.config, container.runtime_name, ns)
+        runtime = choose_runtime(self.core.config, container.runtime_name, ns, container.runtime_options)
         mounts = [MountSpec(m.type, m.source, list(m.options)) for m in request.rootfs]
         task = self.manager.create(ns, container.id, container.spec.value, mounts, runtime,
                                    stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,

@@ -1,0 +1,1 @@
+"""skiffd's image service: images kept in containerd's image store (namespace ``skiff``)."""

@@ -1,0 +1,557 @@
+"""skiffd's images, kept in containerd's image store (namespace ``skiff``), as Docker's
+containerd image store keeps them.
+
+An image record is a name (``docker.io/library/busybox:latest``) pointing at a manifest or an
+index in containerd's content store; skiffd's image ID is the config digest (what ``docker
+images`` shows). Images are unpacked into the ``overlayfs`` snapshotter the way containerd's
+unpacker does it (``skiff.images.unpack``): one committed snapshot per layer named by the
+ChainID of the layers up to it, each layer extracted by containerd's Diff service, and
+containerd's GC labels set so that content and snapshots are kept while an image names them
+(manifest -> config and layers, config -> top snapshot). Everything is written under a lease
+that expires, so a skiffd killed halfway leaves nothing pinned.
+
+The built-in busybox (``skiff.images.builtin``, made from busybox-static in memory) is loaded
+as ``docker.io/library/busybox:latest`` when no busybox image exists. ``docker load`` archives
+(docker-archive or OCI archive) are read by ``skiff.images.archive.load`` into a private
+scratch store, then copied into containerd, unpacked and named.
+
+Manifests and configs are immutable (content-addressed), so what is read of them is cached by
+digest; the image list itself is read from containerd on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import datetime as _dt
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from skiff.daemon.api.errors import ApiError, Conflict, InvalidParameter, NotFound
+from skiff.daemon.containerd.client import Containerd, Descriptor
+from skiff.daemon.events import EventsHub
+from skiff.images.errors import ImageError
+from skiff.images.manifest import (
+    LABEL_UNCOMPRESSED,
+    MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE,
+    PlatformMatcher,
+    chain_ids,
+    gc_labels,
+    is_index,
+    is_manifest,
+    parse_config,
+    parse_index,
+    parse_manifest,
+    select_manifests,
+)
+from skiff.images.reference import ReferenceError, parse_docker_ref
+from skiff.images.unpack import LABEL_GC_SNAPSHOT, LABEL_SNAPSHOT_REF
+
+log = logging.getLogger("skiff.daemon.images")
+
+SNAPSHOTTER = "overlayfs"
+BUILTIN_NAME = "docker.io/library/busybox:latest"
+BUILTIN_REPO = "docker.io/library/busybox"
+DANGLING_PREFIX = "moby-dangling@"     # skiff.images.archive names unnamed images so
+LEASE_EXPIRE = 3600                    # seconds a load's lease lives at most
+LIST_FILTERS = ("before", "dangling", "label", "reference", "since")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+@dataclass
+class Image:
+    id: str                       # "sha256:..." config digest
+    names: list[str]              # familiar form: "busybox:latest"
+    config: dict                  # the image config JSON (its "config" holds Cmd, Env, ...)
+    chain_id: str                 # snapshot parent for containers ("" for an image without layers)
+    created: str                  # RFC 3339 from the config ("" when it has none)
+    size: int                     # bytes of the unpacked layers
+    repo_digests: list[str]
+    full_names: list[str] = field(default_factory=list)   # "docker.io/library/busybox:latest"
+    target: Descriptor | None = None                      # what the records point at
+    manifest: Descriptor | None = None                    # the manifest for this platform
+    layers: list[Descriptor] = field(default_factory=list)
+    diff_ids: list[str] = field(default_factory=list)
+    record_created_ns: int = 0
+    record_updated_ns: int = 0
+
+    @property
+    def created_unix(self) -> int:
+        return parse_rfc3339(self.created)
+
+
+def parse_rfc3339(text: str) -> int:
+    """Seconds since the epoch of an RFC 3339 time (nanosecond fractions allowed); 0 for ""."""
+    if not text:
+        return 0
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    main, dot, rest = t.partition(".")
+    if dot:   # drop the fraction (Python takes at most 6 digits)
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        t = main + rest[i:]
+    try:
+        d = _dt.datetime.fromisoformat(t)
+    except ValueError:
+        return 0
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.UTC)
+    return int(d.timestamp())
+
+
+def familiar(name: str) -> str:
+    """``docker.io/library/busybox:latest`` -> ``busybox:latest``."""
+    try:
+        return parse_docker_ref(name).familiar_string()
+    except ReferenceError:
+        return name
+
+
+def _match_glob(pattern: str, text: str) -> bool:
+    """Go's path.Match as Docker's reference filter uses it (``*`` does not cross ``/``)."""
+    import fnmatch
+    import re
+    rx = fnmatch.translate(pattern).replace(".*", "[^/]*")
+    return re.match(rx, text) is not None
+
+
+class ImageService:
+    def __init__(self, cd: Containerd, events: EventsHub, *, tmp_dir: str | None = None,
+                 busybox: str = "/bin/busybox") -> None:
+        self.cd = cd
+        self.events = events
+        self.tmp_dir = tmp_dir
+        self.busybox = busybox
+        self._docs: dict[str, bytes] = {}           # manifest/index/config blobs by digest
+        self._usage: dict[str, int] = {}            # committed snapshot size by chain ID
+        self._lock = asyncio.Lock()                 # one load/unpack at a time
+        self._matcher = PlatformMatcher()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def _doc(self, digest: str, limit: int) -> bytes:
+        data = self._docs.get(digest)
+        if data is None:
+            data = await self.cd.read_blob(digest, limit)
+            self._docs[digest] = data
+        return data
+
+    async def _manifest_for(self, target: Descriptor) -> Descriptor:
+        desc = target
+        for _ in range(5):
+            if is_manifest(desc.media_type):
+                return desc
+            if not is_index(desc.media_type):
+                raise ApiError(f"image target {desc.digest}: media type {desc.media_type!r} is neither a "
+                               "manifest nor an index")
+            index = parse_index(await self._doc(desc.digest, MAX_MANIFEST_SIZE), desc.media_type,
+                                f"index {desc.digest}")
+            chosen = select_manifests(index, self._matcher)
+            if not chosen:
+                raise NotFound(f"index {desc.digest}: no manifest for platform {self._matcher}")
+            c = chosen[0]
+            desc = Descriptor(c.media_type, c.digest, c.size, dict(c.annotations))
+        raise ApiError(f"image target {target.digest}: indexes nested too deep")
+
+    async def _image_from_target(self, target: Descriptor) -> Image:
+        mdesc = await self._manifest_for(target)
+        manifest = parse_manifest(await self._doc(mdesc.digest, MAX_MANIFEST_SIZE), mdesc.media_type,
+                                  f"manifest {mdesc.digest}")
+        cdata = await self._doc(manifest.config.digest, MAX_CONFIG_SIZE)
+        config = parse_config(cdata, f"image config {manifest.config.digest}")
+        chains = chain_ids(config.diff_ids)
+        layers = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in manifest.layers]
+        size = 0
+        for chain, layer in zip(chains, layers, strict=False):
+            size += await self._layer_size(chain, layer)
+        return Image(id=manifest.config.digest, names=[], config=config.raw,
+                     chain_id=chains[-1] if chains else "", created=config.created, size=size,
+                     repo_digests=[], target=target, manifest=mdesc, layers=layers,
+                     diff_ids=list(config.diff_ids))
+
+    async def _layer_size(self, chain: str, layer: Descriptor) -> int:
+        if chain in self._usage:
+            return self._usage[chain]
+        try:
+            size, _ = await self.cd.snapshot_usage(chain, SNAPSHOTTER)
+        except NotFound:
+            return layer.size        # not unpacked: the blob's size stands in
+        self._usage[chain] = size
+        return size
+
+    async def images(self) -> list[Image]:
+        """Every image (records with the same config grouped), newest first."""
+        records = await self.cd.list_images()
+        by_id: dict[str, Image] = {}
+        for rec in records:
+            try:
+                img = await self._image_from_target(rec.target)
+            except (ImageError, NotFound) as e:
+                log.warning("image %s: skipped, its content cannot be read: %s", rec.name, e)
+                continue
+            have = by_id.get(img.id)
+            if have is None:
+                have = by_id[img.id] = img
+                have.record_created_ns = rec.created_ns
+            have.record_updated_ns = max(have.record_updated_ns, rec.updated_ns)
+            if not rec.name.startswith(DANGLING_PREFIX):
+                have.full_names.append(rec.name)
+                have.names.append(familiar(rec.name))
+                if "@" in rec.name:
+                    have.repo_digests.append(familiar(rec.name))
+                elif rec.target.digest:
+                    repo = familiar(rec.name).rpartition(":")[0] or familiar(rec.name)
+                    rd = f"{repo}@{rec.target.digest}"
+                    if rd not in have.repo_digests:
+                        have.repo_digests.append(rd)
+        out = sorted(by_id.values(), key=lambda i: (i.created_unix, i.record_created_ns), reverse=True)
+        for img in out:
+            img.names = [n for n in img.names if "@" not in n]
+        return out
+
+    async def resolve(self, ref_or_id: str) -> Image:
+        """The image named, or with this ID (``sha256:<hex>``, the hex, or a unique prefix of it).
+        NotFound ``No such image: X``."""
+        x = ref_or_id.strip()
+        if not x:
+            raise NotFound("No such image: ")
+        images: list[Image] | None = None
+        hexpart = x[len("sha256:"):] if x.startswith("sha256:") else x
+        is_hex = bool(hexpart) and all(ch in "0123456789abcdef" for ch in hexpart)
+        if len(hexpart) == 64 and is_hex:
+            images = await self.images()
+            for img in images:
+                if img.id == "sha256:" + hexpart:
+                    return img
+            raise NotFound(f"No such image: {ref_or_id}")
+        if not x.startswith("sha256:"):
+            try:
+                ref = parse_docker_ref(x)
+            except ReferenceError:
+                ref = None
+            if ref is not None:
+                rec = await self.cd.get_image(str(ref))
+                if rec is not None:
+                    images = await self.images()
+                    for img in images:
+                        if str(ref) in img.full_names:
+                            return img
+                if ref.digest:     # name@digest: an image of that repository with this target
+                    images = images or await self.images()
+                    for img in images:
+                        if img.target is not None and img.target.digest == ref.digest and any(
+                                n.rpartition(":")[0] == ref.name or n == ref.name
+                                for n in (fn.split("@")[0] for fn in img.full_names)):
+                            return img
+        if is_hex:
+            images = images if images is not None else await self.images()
+            found = [img for img in images if img.id[len("sha256:"):].startswith(hexpart)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise InvalidParameter(f"image ID prefix {hexpart!r} is ambiguous: "
+                                       f"{', '.join(i.id[7:19] for i in found)}")
+        raise NotFound(f"No such image: {ref_or_id}")
+
+    async def count(self) -> int:
+        return len(await self.images())
+
+    # --- API shapes ---------------------------------------------------------------------------
+
+    async def list(self, filters: dict[str, builtins.list[str]] | None = None, all: bool = False) -> builtins.list[dict]:
+        """``GET /images/json`` entries (``all`` changes nothing: there are no intermediate images)."""
+        filters = filters or {}
+        for key in filters:
+            if key not in LIST_FILTERS:
+                raise InvalidParameter(f"invalid filter '{key}'")
+        images = await self.images()
+        dangling: bool | None = None
+        for v in filters.get("dangling", []):
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f"invalid filter 'dangling={v}'")
+            dangling = v.lower() in ("true", "1")
+        before = [await self.resolve(r) for r in filters.get("before", [])]
+        since = [await self.resolve(r) for r in filters.get("since", [])]
+        out = []
+        for img in images:
+            if dangling is not None and (not img.names) != dangling:
+                continue
+            if before and not builtins.all(img.created_unix < b.created_unix for b in before):
+                continue
+            if since and not builtins.all(img.created_unix > s.created_unix for s in since):
+                continue
+            labels = (img.config.get("config") or {}).get("Labels") or {}
+            if not self._labels_match(labels, filters.get("label", [])):
+                continue
+            tags = img.names
+            if "reference" in filters:
+                tags = [t for t in img.names if self._reference_match(t, filters["reference"])]
+                if not tags:
+                    continue
+            out.append(self.summary(img, tags))
+        return out
+
+    @staticmethod
+    def _labels_match(labels: dict[str, str], wanted: builtins.list[str]) -> bool:
+        for w in wanted:
+            k, sep, v = w.partition("=")
+            if k not in labels or (sep and labels[k] != v):
+                return False
+        return True
+
+    @staticmethod
+    def _reference_match(tag: str, patterns: builtins.list[str]) -> bool:
+        repo, _, _ = tag.rpartition(":")
+        for p in patterns:
+            if _match_glob(p, tag) or _match_glob(p, repo):
+                return True
+        return False
+
+    @staticmethod
+    def summary(img: Image, tags: builtins.list[str] | None = None) -> dict[str, Any]:
+        cfg = img.config.get("config") or {}
+        return {
+            "Id": img.id,
+            "ParentId": "",
+            "RepoTags": list(img.names if tags is None else tags),
+            "RepoDigests": list(img.repo_digests),
+            "Created": img.created_unix,
+            "Size": img.size,
+            "SharedSize": -1,
+            "Labels": dict(cfg.get("Labels") or {}),
+            "Containers": -1,
+        }
+
+    async def inspect(self, ref_or_id: str) -> dict[str, Any]:
+        img = await self.resolve(ref_or_id)
+        return self.inspect_dict(img)
+
+    @staticmethod
+    def inspect_dict(img: Image) -> dict[str, Any]:
+        raw = img.config
+        d: dict[str, Any] = {
+            "Id": img.id,
+            "RepoTags": list(img.names),
+            "RepoDigests": list(img.repo_digests),
+            "Parent": "",
+            "Comment": raw.get("comment", ""),
+            "Created": img.created or ZERO_TIME,
+            "DockerVersion": raw.get("docker_version", ""),
+            "Author": raw.get("author", ""),
+            "Config": raw.get("config") or {},
+            "Architecture": raw.get("architecture", ""),
+            "Os": raw.get("os", ""),
+            "Size": img.size,
+            "GraphDriver": {"Name": "overlay2", "Data": None},
+            "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
+            "Metadata": {"LastTagTime": ZERO_TIME},
+        }
+        if raw.get("variant"):
+            d["Variant"] = raw["variant"]
+        if raw.get("os.version"):
+            d["OsVersion"] = raw["os.version"]
+        return d
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def _lease(self) -> str:
+        expire = _dt.datetime.fromtimestamp(time.time() + LEASE_EXPIRE, _dt.UTC)
+        return await self.cd.create_lease({"containerd.io/gc.expire": expire.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+    async def _drop_lease(self, lease: str) -> None:
+        try:
+            await self.cd.delete_lease(lease)
+        except ApiError as e:   # it expires anyway; say so
+            log.error("delete lease %s: %s (it expires within %ds)", lease, e, LEASE_EXPIRE)
+
+    async def unpack(self, manifest_desc: Descriptor, lease: str = "") -> str:
+        """Unpack the image whose manifest is ``manifest_desc`` into the overlayfs snapshotter
+        (containerd's unpacker's way, see the module doc); returns its top ChainID."""
+        manifest = parse_manifest(await self._doc(manifest_desc.digest, MAX_MANIFEST_SIZE),
+                                  manifest_desc.media_type, f"manifest {manifest_desc.digest}")
+        config = parse_config(await self._doc(manifest.config.digest, MAX_CONFIG_SIZE),
+                              f"image config {manifest.config.digest}")
+        where = f"image {manifest_desc.digest}"
+        if len(config.diff_ids) != len(manifest.layers):
+            raise InvalidParameter(f"{where}: the manifest has {len(manifest.layers)} layers but the config "
+                                   f"lists {len(config.diff_ids)} diff IDs")
+        chains = chain_ids(config.diff_ids)
+        parent = ""
+        for i, (layer, diff_id, chain) in enumerate(zip(manifest.layers, config.diff_ids, chains, strict=True)):
+            desc = Descriptor(layer.media_type, layer.digest, layer.size)
+            info = await self.cd.stat_snapshot(chain, SNAPSHOTTER)
+            if info is None:
+                await self._apply_one(desc, diff_id, chain, parent, lease, f"{where}: layer {i} ({layer.digest})")
+            elif info["kind"] != "COMMITTED":
+                raise Conflict(f"{where}: snapshot {chain} exists but is {info['kind'].lower()}, not committed")
+            if layer.digest != diff_id:
+                await self.cd.update_content_labels(layer.digest, {LABEL_UNCOMPRESSED: diff_id})
+            parent = chain
+        if chains:
+            await self.cd.update_content_labels(manifest.config.digest,
+                                                {LABEL_GC_SNAPSHOT + SNAPSHOTTER: chains[-1]})
+        return chains[-1] if chains else ""
+
+    async def _apply_one(self, layer: Descriptor, diff_id: str, chain: str, parent: str, lease: str,
+                         where: str) -> None:
+        key = f"extract-{time.time_ns()}-{secrets.token_hex(4)} {chain}"
+        labels = {LABEL_SNAPSHOT_REF: chain}
+        mounts = await self.cd.prepare_snapshot(key, parent, SNAPSHOTTER, labels, lease)
+        try:
+            applied = await self.cd.apply_layer(layer, mounts, lease)
+            if applied.digest != diff_id:
+                raise InvalidParameter(f"{where}: diff ID {applied.digest}, the config says {diff_id}")
+            try:
+                await self.cd.commit_snapshot(chain, key, SNAPSHOTTER, labels, lease)
+            except Conflict:
+                log.info("%s: snapshot %s committed meanwhile; using it", where, chain)
+                await self.cd.remove_snapshot(key, SNAPSHOTTER)
+        except BaseException:
+            try:
+                await self.cd.remove_snapshot(key, SNAPSHOTTER)
+            except ApiError as ce:
+                if not isinstance(ce, NotFound):
+                    log.error("%s: remove snapshot %s after a failure: %s", where, key, ce)
+            raise
+
+    async def ensure_unpacked(self, img: Image) -> str:
+        """The image's top ChainID, unpacking it first when its snapshot is missing."""
+        if not img.chain_id or await self.cd.stat_snapshot(img.chain_id, SNAPSHOTTER) is not None:
+            return img.chain_id
+        assert img.manifest is not None
+        async with self._lock:
+            lease = await self._lease()
+            try:
+                return await self.unpack(img.manifest, lease)
+            finally:
+                await self._drop_lease(lease)
+
+    async def _name(self, name: str, target: Descriptor, lease: str) -> None:
+        existing = await self.cd.get_image(name)
+        if existing is None:
+            try:
+                await self.cd.create_image(name, target, lease=lease)
+                return
+            except Conflict:
+                pass    # made meanwhile: point it at ours
+        await self.cd.update_image(name, target, lease=lease)
+
+    async def ensure_builtin(self) -> None:
+        """Load the built-in busybox as busybox:latest unless an image of busybox exists."""
+        for rec in await self.cd.list_images():
+            if rec.name.split("@")[0].rpartition(":")[0] == BUILTIN_REPO or rec.name.startswith(BUILTIN_REPO + "@"):
+                return
+        from skiff.images.builtin import assemble_busybox
+        from skiff.images.ocilayout import MEDIA_TYPE_MANIFEST
+        image, _platform = await asyncio.to_thread(assemble_busybox, self.busybox)
+        async with self._lock:
+            lease = await self._lease()
+            try:
+                for blob in image.layers:
+                    await self.cd.write_blob(f"builtin-{blob.digest}", blob.data, blob.digest, lease=lease)
+                await self.cd.write_blob(f"builtin-{image.config.digest}", image.config.data, image.config.digest,
+                                         lease=lease)
+                mdesc = Descriptor(MEDIA_TYPE_MANIFEST, image.manifest.digest, image.manifest.size)
+                labels = gc_labels(_lib_desc(mdesc), image.manifest.data)
+                await self.cd.write_blob(f"builtin-{mdesc.digest}", image.manifest.data, mdesc.digest,
+                                         labels=labels, lease=lease)
+                self._docs[mdesc.digest] = image.manifest.data
+                await self.unpack(mdesc, lease)
+                await self._name(BUILTIN_NAME, mdesc, lease)
+            finally:
+                await self._drop_lease(lease)
+        log.info("loaded the built-in image %s (%s)", BUILTIN_NAME, image.config.digest)
+
+    async def load(self, read: Callable[[int], Awaitable[bytes]]) -> builtins.list[dict[str, str]]:
+        """``docker load``: read a docker-archive or OCI archive through ``read(n)`` (b"" at the
+        end); returns the progress messages (``{"stream": "Loaded image: busybox:latest\\n"}``)."""
+        from skiff.images.archive import load as load_archive
+        from skiff.images.content import ContentStore
+        from skiff.images.metadata import MetaDB
+
+        loop = asyncio.get_running_loop()
+
+        async def _read(n: int) -> bytes:
+            return await read(n)
+
+        class Reader:
+            def read(self, n: int = -1) -> bytes:
+                return asyncio.run_coroutine_threadsafe(_read(n if n > 0 else 1 << 20), loop).result()
+
+        if self.tmp_dir:
+            os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix="load-", dir=self.tmp_dir)
+        messages: builtins.list[dict[str, str]] = []
+        meta = MetaDB(os.path.join(scratch, "meta.db"))
+        try:
+            store = ContentStore(os.path.join(scratch, "content"), meta, "load")
+
+            def do_load() -> builtins.list[Any]:
+                return load_archive(Reader(), store, meta, "load",  # type: ignore[arg-type]
+                                    progress_cb=messages.append, where="archive")
+            try:
+                loaded = await asyncio.to_thread(do_load)
+            except ImageError as e:
+                raise InvalidParameter(str(e)) from None
+            async with self._lock:
+                lease = await self._lease()
+                try:
+                    for img in loaded:
+                        await self._copy_tree(store, img.target, lease)
+                        mdesc = Descriptor(img.manifest.media_type, img.manifest.digest, img.manifest.size)
+                        await self.unpack(mdesc, lease)
+                        target = Descriptor(img.target.media_type, img.target.digest, img.target.size,
+                                            dict(img.target.annotations))
+                        for name in img.names or [DANGLING_PREFIX + img.target.digest]:
+                            await self._name(name, target, lease)
+                finally:
+                    await self._drop_lease(lease)
+        finally:
+            meta.close()
+            shutil.rmtree(scratch, ignore_errors=False)
+        for img in loaded:
+            for name in img.names:
+                self.events.publish("image", "load", img.config_digest, {"name": familiar(name)})
+            if not img.names:
+                self.events.publish("image", "load", img.config_digest, {"name": img.config_digest})
+        return messages
+
+    async def _copy_tree(self, store: Any, desc: Any, lease: str) -> None:
+        """Copy a manifest or index and what it names (that the scratch store holds) into
+        containerd, children first, with containerd's GC labels."""
+        from skiff.images.manifest import children
+        labels: dict[str, str] = {}
+        if is_index(desc.media_type) or is_manifest(desc.media_type):
+            data = await asyncio.to_thread(store.read_all, desc.digest, MAX_MANIFEST_SIZE)
+            have = set()
+            for child in children(desc, data):
+                if await asyncio.to_thread(store.exists, child.digest):
+                    await self._copy_tree(store, child, lease)
+                    have.add(child.digest)
+            labels = gc_labels(desc, data, have if is_index(desc.media_type) else None)
+            self._docs[desc.digest] = data
+        info = store.info(desc.digest)
+        with store.open(desc.digest) as f:
+            await self.cd.write_blob(f"load-{desc.digest}", f, desc.digest, labels=labels, lease=lease,
+                                     size=info.size)
+
+
+def _lib_desc(d: Descriptor) -> Any:
+    from skiff.images.content import Descriptor as LibDescriptor
+    return LibDescriptor(d.media_type, d.digest, d.size)
+
+
+def to_json_line(obj: dict) -> bytes:
+    return (json.dumps(obj) + "\n").encode()
