@@ -114,3 +114,11 @@ def test_httputils():
     assert parse_timestamp("since", "0") == 0
     assert parse_timestamp("since", "10m", now_ns=3_600_000_000_000) == 3_000_000_000_000
     assert parse_timestamp("since", "1970-01-01T00:00:10Z") == 10_000_000_000
+
+
+def test_bad_log_opts_are_refused_at_start():
+    with pytest.raises(ConfigError, match="log-opts: log-opt max-size: invalid size"):
+        DaemonConfig(log_opts={"max-size": "abc"}).validate()
+    with pytest.raises(ConfigError, match="log-opts: .*compress"):
+        DaemonConfig(log_opts={"compress": "true"}).validate()
+    DaemonConfig(log_opts={"max-size": "10m", "max-file": "3"}).validate()

@@ -129,6 +129,11 @@ class DaemonConfig:
         if self.log_driver not in LOG_DRIVERS:
             raise ConfigError(f"log-driver: {self.log_driver!r} is not supported "
                               f"(supported: {', '.join(LOG_DRIVERS)})")
+        from skiff.daemon.logger import LogOptError, validate_log_opts
+        try:
+            validate_log_opts(self.log_driver, self.log_opts)
+        except LogOptError as e:
+            raise ConfigError(f"log-opts: {e}") from None
         for host in self.effective_hosts():
             parse_host(host)
         if self.tlsverify:
