@@ -4,44 +4,13 @@ from __future__ import annotations
 
 import grp
 import os
-import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
-
-DOCKER = "/usr/local/bin/docker"
-SKIFFD = os.path.join(os.path.dirname(sys.executable), "skiffd")
-
-
-class Skiffd:
-    def __init__(self, run_dir: str, data_dir: str) -> None:
-        self.sock = os.path.join(run_dir, "skiff.sock")
-        self.pidfile = os.path.join(run_dir, "skiffd.pid")
-        self.log = os.path.join(data_dir, "skiffd.log")
-        os.makedirs(data_dir, exist_ok=True)
-        with open(self.log, "w") as logf:
-            self.proc = subprocess.Popen(
-                [SKIFFD, "-H", f"unix://{self.sock}", "--data-root", data_dir, "--exec-root", run_dir,
-                 "--config-file", "/dev/null"], stdout=logf, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.sock):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"skiffd did not start: {open(self.log).read()}")
-            time.sleep(0.05)
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}", "DOCKER_CONFIG": data_dir}
-
-    def docker(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=20)
+from skiffd_util import SKIFFD, Skiffd
 
 
 @pytest.fixture
@@ -62,7 +31,7 @@ def test_socket_and_pidfile(skiffd):
     assert (st.st_uid, st.st_gid) == (0, gid)
     with open(skiffd.pidfile) as f:
         assert int(f.read()) == skiffd.proc.pid
-    assert skiffd.stop() == 0
+    assert skiffd.stop_daemon() == 0
     assert not os.path.exists(skiffd.sock) and not os.path.exists(skiffd.pidfile)
     log = open(skiffd.log).read().splitlines()
     assert any(" info skiff.daemon API listening on unix://" in line for line in log)
@@ -92,8 +61,11 @@ def test_docker_cli_version_info_events(skiffd):
     assert r.returncode == 0, r.stderr
 
     r = skiffd.docker("ps")
+    assert r.returncode == 0 and r.stdout.split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED",
+                                                      "STATUS", "PORTS", "NAMES"]
+    r = skiffd.docker("volume", "ls")
     assert r.returncode == 1
-    assert "Error response from daemon: GET /containers/json: not implemented yet" in r.stderr
+    assert "Error response from daemon: GET /volumes: not implemented yet" in r.stderr
 
 
 @pytest.mark.root

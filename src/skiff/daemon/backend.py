@@ -1,8 +1,10 @@
 """The backends the API routers call (moby's ``api/server/router/*/backend.go``).
 
-Routers only parse HTTP and call these objects; the daemon supplies the implementations. The
-container and image backends are filled in by later work: until then ``NoContainers`` and
-``NoImages`` report zero objects, which is the truth for a daemon that cannot create any.
+Routers only parse HTTP and call these objects; the daemon supplies the implementations:
+``skiff.daemon.containers.backend.ContainerService`` and ``skiff.daemon.images.service.
+ImageService`` over containerd (built by ``Daemon.connect_backends``). A daemon built without
+containerd (the HTTP layer's unit tests) uses ``NoContainers`` and ``NoImages``, which report
+zero objects, the truth for a daemon that cannot create any.
 """
 
 from __future__ import annotations

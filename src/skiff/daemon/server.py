@@ -10,10 +10,12 @@ import os
 import signal
 import socket
 import ssl
+from typing import Any
 
 from aiohttp import web
 
-from skiff.daemon.api.server import make_app
+from skiff.daemon.api.errors import ApiError
+from skiff.daemon.api.server import Router, make_app
 from skiff.daemon.api.system import SystemRouter
 from skiff.daemon.backend import ContainersBackend, ImagesBackend, NoContainers, NoImages
 from skiff.daemon.config import DaemonConfig, parse_host
@@ -114,17 +116,76 @@ class PidFile:
             pass
 
 
+class _ImageCount(ImagesBackend):
+    """The system router asks for the image count from a worker thread; the image service is
+    async on the daemon's loop."""
+
+    def __init__(self, images: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.images = images
+        self.loop = loop
+
+    def count(self) -> int:
+        return int(asyncio.run_coroutine_threadsafe(self.images.count(), self.loop).result(30))
+
+
 class Daemon:
+    """skiffd. Built with explicit backends (tests), it serves only those; built without, ``run``
+    connects to (or starts) skiff-containerd and builds the image and container services."""
+
     def __init__(self, cfg: DaemonConfig, *, containers: ContainersBackend | None = None,
                  images: ImagesBackend | None = None) -> None:
         self.cfg = cfg
         self.events = EventsHub()
-        self.containers = containers or NoContainers()
-        self.images = images or NoImages()
+        self.wire_containerd = containers is None and images is None
+        self.containers: ContainersBackend = containers or NoContainers()
+        self.images: ImagesBackend = images or NoImages()
         self.system = SystemService(cfg, self.containers, self.images)
+        self.cd: Any = None
+        self.image_service: Any = None
+        self.container_service: Any = None
 
     def app(self) -> web.Application:
-        return make_app([SystemRouter(self.system, self.events)])
+        routers: list[Router] = [SystemRouter(self.system, self.events)]
+        if self.image_service is not None:
+            from skiff.daemon.api.images import ImagesRouter
+            routers.append(ImagesRouter(self.image_service))
+        if self.container_service is not None:
+            from skiff.daemon.api.containers import ContainersRouter
+            routers.append(ContainersRouter(self.container_service))
+        return make_app(routers)
+
+    async def connect_backends(self) -> None:
+        """containerd, the built-in image, the container records reconciled with containerd's
+        tasks (live restore) and the containerd event monitor."""
+        from skiff.daemon.containerd.client import Containerd
+        from skiff.daemon.containerd.supervisor import ensure_containerd
+        from skiff.daemon.containers.backend import ContainerService
+        from skiff.daemon.images.service import ImageService
+
+        address = await ensure_containerd(self.cfg)
+        self.cd = await Containerd.connect(address)
+        version = await self.cd.version()
+        log.info("containerd %s on %s", version, address)
+        images = ImageService(self.cd, self.events)
+        await images.ensure_builtin()
+        containers = ContainerService(self.cfg, self.cd, images, self.events)
+        for err in containers.load():
+            log.error("%s", err)
+        cfg = self.cfg
+
+        async def restart_containerd() -> None:
+            if not cfg.containerd:            # one skiffd started: start it again if it died
+                await ensure_containerd(cfg)
+
+        # subscribe before reconciling: no exit is missed
+        await containers.start_monitor(restart_containerd)
+        await containers.reconcile()
+        self.image_service = images
+        self.container_service = containers
+        self.containers = containers
+        self.images = _ImageCount(images, asyncio.get_running_loop())
+        self.system.containers = self.containers
+        self.system.images = self.images
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set, then close listeners, end streams and wait for the
@@ -133,11 +194,14 @@ class Daemon:
         pidfile = PidFile(cfg.effective_pidfile())
         pidfile.create()
         unix_paths: list[str] = []
-        runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None,
-                               shutdown_timeout=10.0)
+        runner: web.AppRunner | None = None
         try:
             os.makedirs(cfg.exec_root, mode=0o755, exist_ok=True)
             self.system.engine_id()
+            if self.wire_containerd:
+                await self.connect_backends()
+            runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None,
+                                   shutdown_timeout=10.0)
             await runner.setup()
             gid = socket_group(cfg)
             for host in cfg.effective_hosts():
@@ -161,7 +225,12 @@ class Daemon:
             log.info("shutting down")
         finally:
             self.events.close()
-            await runner.cleanup()
+            if self.container_service is not None:
+                await self.container_service.shutdown()   # containers keep running
+            if runner is not None:
+                await runner.cleanup()
+            if self.cd is not None:
+                await self.cd.close()
             for path in unix_paths:
                 try:
                     os.unlink(path)
@@ -183,6 +252,9 @@ def run_forever(daemon: Daemon) -> int:
     try:
         asyncio.run(_main())
     except StartError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    except ApiError as e:
         log.error("cannot start: %s", e)
         return 1
     except OSError as e:
