@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Pull of a generated image from a local registry: skopeo vs skiff (vs docker when it runs).
+"""Pull of a generated image from a local registry: skopeo vs skiff vs docker.
 
-    .venv/bin/python bench/pull.py [-n 30] [-w 3] [--rss-runs 3] [--layers 10] [--layer-mb 20]
+    .venv/bin/python bench/pull.py [-n 30] [-w 3] [--rss-runs 3] [--layers 10] [--layer-mb 20] [--no-docker]
 
 Starts Debian's docker-registry on a free 127.0.0.1 port (storage in a temporary directory),
 generates an image of ``--layers`` gzip layers of ``--layer-mb`` MB of incompressible data each
@@ -13,8 +13,21 @@ the same manifest digest, then times, alternating:
 2. skiff's pull (this script re-run with ``--one-pull REF DIR``: a fresh content store and
    metadata database per run; download with 3 concurrent layers, digests verified, the image
    recorded; the Python start-up and imports are included in its time);
-3. ``docker pull`` when a Docker daemon answers (``docker rmi`` after each run); 127.0.0.1 is an
-   insecure registry for Docker by default.
+3. skiff's pull with unpacking (``--one-pull-unpack``: the same, then each layer applied into
+   an overlay snapshotter under DIR, as ``docker pull`` extracts into overlay2);
+4. ``docker pull`` of a private Debian dockerd 20.10 (``docker rmi`` after each run; 127.0.0.0/8
+   is an insecure registry for Docker by default). ``docker pull`` returns when the layers are
+   downloaded, verified and extracted into overlay2: compare it with row 3.
+
+Everything runs in one network namespace, so that the three pull from the same registry over
+the same loopback: as root, with dockerd installed and without ``--no-docker``, the script starts
+a private dockerd as the root tests do (tests/root/dockerd_util.py: its own data root, exec
+root, socket, pid file and CLI config, in a namespace made with ``ip netns add`` and entered with
+``nsenter --net``, no bridge, no iptables), brings that namespace's loopback up and moves itself
+into it (setns) before it starts docker-registry on 127.0.0.1 there; skopeo and skiff, its
+children, are in it too. Otherwise the registry runs in the current namespace and docker is left
+out. At the end the registry is stopped by its PID, dockerd is torn down by the helper (stopped
+by its PID, its mounts, cgroups and namespace removed) and the temporary directory removed.
 
 Every run writes into its own directory under the temporary directory and the cleanup removes
 it; every run starts after a ``sync`` (not timed), so no run pays for writing back another's
@@ -41,18 +54,57 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "root"))
 
 
-def one_pull(ref: str, root: str) -> int:
+def one_pull(ref: str, root: str, unpack: bool = False) -> int:
     from skiff.images.content import ContentStore
     from skiff.images.metadata import MetaDB
     from skiff.images.pull import pull
     from skiff.images.registry.auth import AuthConfig
 
+    unpacker = None
+    if unpack:
+        from skiff.images.snapshots.overlay import OverlaySnapshotter
+        from skiff.images.unpack import unpack as unpack_image
+
+        snapshotter = OverlaySnapshotter(os.path.join(root, "snapshots"))
+
+        def unpacker(desc, content):
+            return unpack_image(desc, content, snapshotter, snapshotter_name="overlayfs")
     with MetaDB(os.path.join(root, "meta.db")) as meta:
-        record = pull(ref, ContentStore(os.path.join(root, "content"), meta), meta, auth=AuthConfig())
+        record = pull(ref, ContentStore(os.path.join(root, "content"), meta), meta, auth=AuthConfig(),
+                      unpack=unpacker)
     print(record.target.digest)
     return 0
+
+
+class _Netns:
+    """The calling process moved into a network namespace (setns) and back."""
+
+    def __init__(self, path: str) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._setns(fd, path)
+        finally:
+            os.close(fd)
+
+    def _setns(self, fd: int, what: str) -> None:
+        import ctypes
+
+        if self._libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {what}: {os.strerror(err)}")
+
+    def leave(self) -> None:
+        if self._home >= 0:
+            self._setns(self._home, "the original network namespace")
+            os.close(self._home)
+            self._home = -1
 
 
 def make_layer(size: int, seed: int) -> bytes:
@@ -103,15 +155,14 @@ def build_and_push(ref: str, work: Path, layers: int, layer_mb: int) -> str:
         return target.digest
 
 
-def docker_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                           text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
+def docker_missing() -> str:
+    """Why a private dockerd cannot be run here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("dockerd", "docker", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return ""
 
 
 def main() -> int:
@@ -121,18 +172,34 @@ def main() -> int:
     ap.add_argument("--rss-runs", type=int, default=3)
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--layer-mb", type=int, default=20)
+    ap.add_argument("--no-docker", action="store_true", help="leave docker pull out")
     ap.add_argument("--one-pull", nargs=2, metavar=("REF", "DIR"), help=argparse.SUPPRESS)
+    ap.add_argument("--one-pull-unpack", nargs=2, metavar=("REF", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one_pull:
         return one_pull(*args.one_pull)
+    if args.one_pull_unpack:
+        return one_pull(*args.one_pull_unpack, unpack=True)
 
     from compare import Command, compare, format_table
     from registry_util import Registry
 
     tmp = Path(tempfile.mkdtemp(prefix="skiff-bench-pull-"))
     registry = None
+    dockerd = None
+    netns = None
     failed = False
     try:
+        why = "--no-docker" if args.no_docker else docker_missing()
+        if not why:
+            from dockerd_util import Dockerd
+
+            dockerd = Dockerd(tmp / "dockerd-log")
+            dockerd.start()
+            subprocess.run(["nsenter", f"--net={dockerd.netns_path}", "--", "ip", "link", "set", "lo", "up"],
+                           check=True)
+            netns = _Netns(dockerd.netns_path)
+            print(f"network namespace {dockerd.name}: dockerd {dockerd.pid}, registry, skopeo and skiff")
         registry = Registry.start(tmp / "registry")
         ref = f"{registry.host}/bench/big:latest"
         digest = build_and_push(ref, tmp / "source", args.layers, args.layer_mb)
@@ -155,13 +222,19 @@ def main() -> int:
                     cleanup=f"rm -rf {q(str(runs))}/skopeo-{{i}}"),
             Command([sys.executable, __file__, "--one-pull", ref, f"{runs}/skiff-{{i}}"], name="skiff pull",
                     setup="sync", cleanup=f"rm -rf {q(str(runs))}/skiff-{{i}}"),
+            Command([sys.executable, __file__, "--one-pull-unpack", ref, f"{runs}/skiffu-{{i}}"],
+                    name="skiff pull + unpack", setup="sync",
+                    cleanup=f"rm -rf {q(str(runs))}/skiffu-{{i}}"),
         ]
-        if docker_available():
-            commands.append(Command(["docker", "pull", "--quiet", ref], name="docker pull",
-                                    setup=f"docker rmi -f {q(ref)} >/dev/null 2>&1 || true; sync",
-                                    cleanup=f"docker rmi -f {q(ref)} >/dev/null"))
+        if dockerd is not None:
+            docker = ["docker", "--host", f"unix://{dockerd.sock}", "--config", str(dockerd.cli_config)]
+            d = shlex.join(docker)
+            print("  " + dockerd.docker("version", "--format", "docker {{.Server.Version}}").stdout.strip())
+            commands.append(Command([*docker, "pull", "--quiet", ref], name="docker pull",
+                                    setup=f"{d} rmi -f {q(ref)} >/dev/null 2>&1 || true; sync",
+                                    cleanup=f"{d} rmi -f {q(ref)} >/dev/null"))
         else:
-            print("  docker: no daemon answers `docker info`; docker pull left out")
+            print(f"  docker: left out ({why})")
         results = compare(commands, runs=args.runs, warmup=args.warmup, rss_runs=args.rss_runs)
         print()
         print(format_table(results, f"pull of ~{total_mb} MB in {args.layers} layers from 127.0.0.1 "
@@ -169,9 +242,15 @@ def main() -> int:
                                     "ratios to skopeo)"))
         failed = any(r.error for r in results)
     finally:
-        if registry is not None:
-            registry.stop()
-        shutil.rmtree(tmp, ignore_errors=False)
+        try:
+            if registry is not None:
+                registry.stop()
+        finally:
+            if netns is not None:
+                netns.leave()
+            if dockerd is not None:
+                dockerd.close()
+            shutil.rmtree(tmp, ignore_errors=False)
     return 1 if failed else 0
 
 

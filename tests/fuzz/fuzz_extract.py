@@ -5,9 +5,10 @@ and nothing is ever written outside the snapshot directory.
     python tests/fuzz/fuzz_extract.py [CORPUS_DIR ...] [-max_total_time=20] [libFuzzer flags]
     python tests/fuzz/fuzz_extract.py --make-corpus DIR    # seed inputs (tars of every kind)
 
-The first input byte picks the mode (delete, overlay over a fixed lower tree, oci) and the
+The first input byte picks the mode (delete, overlay over a fixed lower tree, oci), the
 compression wrapping (none, gzip, zstd: so the fuzzer reaches tar parsing behind each
-decompressor); the rest is the layer stream. Each run works in a sandbox: ``root/`` (the
+decompressor) and the source (an in-memory stream, or a regular file: the path content-store
+blobs take, with pread and copy_file_range); the rest is the layer stream. Each run works in a sandbox: ``root/`` (the
 target), ``lower/`` (a lower layer with a symlink to / and files) and ``outside/`` (a decoy);
 after the run, ``lower/`` and ``outside/`` must be unchanged and the sandbox must hold nothing
 new. Any other exception, or an escape, is a crash atheris reports with the input.
@@ -31,11 +32,15 @@ with atheris.instrument_imports():
     from skiff.images.layers import LayerError, apply_layer
     from skiff.images.snapshots.fsutil import describe_tree
 
-SANDBOX = tempfile.mkdtemp(prefix="skiff-fuzz-")
+# SKIFF_FUZZ_DIR: where to make the sandbox (libFuzzer may end the process without running
+# ``finally`` clauses, so the caller is the one to clean up there)
+WORK = os.environ.get("SKIFF_FUZZ_DIR") or None
+SANDBOX = tempfile.mkdtemp(prefix="skiff-fuzz-", dir=WORK)
 ROOT = os.path.join(SANDBOX, "root")
 LOWER = os.path.join(SANDBOX, "lower")
 OUTSIDE = os.path.join(SANDBOX, "outside")
 MODES = ("delete", "overlay", "oci")
+LAYER_FILE = os.path.join(tempfile.mkdtemp(prefix="skiff-fuzz-layer-", dir=WORK), "layer")  # outside the sandbox
 
 
 def _setup() -> tuple[dict, dict]:
@@ -74,7 +79,13 @@ def TestOneInput(data: bytes) -> None:
         kw["lowers"] = [LOWER]
         kw["overlay_xattr"] = "user"
     try:
-        apply_layer(io.BytesIO(body), ROOT, **kw)
+        if (data[0] // 9) % 2:
+            with open(LAYER_FILE, "wb") as f:
+                f.write(body)
+            with open(LAYER_FILE, "rb") as f:
+                apply_layer(f, ROOT, **kw)
+        else:
+            apply_layer(io.BytesIO(body), ROOT, **kw)
     except LayerError:
         pass
     finally:
@@ -125,20 +136,21 @@ def make_corpus(directory: str) -> None:
     seeds["sparse"] = sparse.tobuf(tarfile.PAX_FORMAT) + b"1\n4096\n5\n".ljust(512, b"\0") + \
         b"hello".ljust(512, b"\0") + b"\0" * 1024
     for name, blob in seeds.items():
-        for prefix in (0, 1, 3):  # delete / overlay / delete over gzip
+        for prefix in (0, 1, 3, 9, 10):  # delete / overlay / delete over gzip / delete, overlay from a file
             with open(os.path.join(directory, f"{name}-{prefix}"), "wb") as f:
                 f.write(bytes([prefix]) + blob)
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--make-corpus":
-        make_corpus(sys.argv[2])
-        return
     try:
+        if len(sys.argv) == 3 and sys.argv[1] == "--make-corpus":
+            make_corpus(sys.argv[2])
+            return
         atheris.Setup(sys.argv, TestOneInput)
         atheris.Fuzz()
     finally:
         shutil.rmtree(SANDBOX, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(LAYER_FILE), ignore_errors=True)
 
 
 if __name__ == "__main__":

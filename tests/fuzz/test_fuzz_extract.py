@@ -17,13 +17,16 @@ HARNESS = os.path.join(os.path.dirname(__file__), "fuzz_extract.py")
 @pytest.mark.slow
 def test_fuzz_the_extractor(tmp_path):
     corpus = tmp_path / "corpus"
-    subprocess.run([sys.executable, HARNESS, "--make-corpus", str(corpus)], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "SKIFF_FUZZ_DIR": str(work)}
+    subprocess.run([sys.executable, HARNESS, "--make-corpus", str(corpus)], check=True, env=env)
     seeds = len(os.listdir(corpus))
     seconds = int(os.environ.get("SKIFF_FUZZ_SECONDS", "20"))
     proc = subprocess.run(
         [sys.executable, HARNESS, str(corpus), f"-max_total_time={seconds}", "-timeout=20",
          "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"],
-        capture_output=True, text=True, timeout=seconds + 120)
+        capture_output=True, text=True, timeout=seconds + 120, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "Done" in out and "stat::number_of_executed_units" in out

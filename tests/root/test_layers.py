@@ -25,6 +25,32 @@ from unit.test_layers_props import layer_stacks, to_tar
 
 pytestmark = pytest.mark.root
 
+
+@pytest.fixture(autouse=True, params=["stream", "file"])
+def layer_source(request, monkeypatch):
+    """Every test runs twice: in-memory layers given to ``apply_layer`` as they are (the
+    streaming path) and written to a file first (uncompressed ones take the blob path)."""
+    if request.param == "stream":
+        yield request.param
+        return
+    real = apply_layer
+    spool = tempfile.mkdtemp(prefix="skiff-test-layers-")
+
+    def via_file(stream, root, **kw):
+        if type(stream) is not io.BytesIO:
+            return real(stream, root, **kw)
+        path = os.path.join(spool, f"layer{len(os.listdir(spool))}")
+        with open(path, "wb") as f:
+            f.write(stream.read())
+        with open(path, "rb") as f:
+            return real(f, root, **kw)
+
+    monkeypatch.setitem(globals(), "apply_layer", via_file)
+    try:
+        yield request.param
+    finally:
+        shutil.rmtree(spool)
+
 SHARED_BUSYBOX = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "images", "busybox.tar")
 # CAP_NET_RAW (13) permitted and effective, revision 2 (what `setcap cap_net_raw+ep` writes)
 CAP_NET_RAW = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
@@ -193,3 +219,36 @@ def test_docker_hub_busybox_layer_as_gnu_tar_extracts_it(tmp_path):
     absolute = [k for k, v in have.items() if v[0] == "symlink" and v[6][0] == "/bin/busybox"]
     assert len(absolute) > 100  # kept as written, never followed to the host's /bin
     assert stat.S_IMODE(os.stat(os.path.join(ours, "tmp")).st_mode) == 0o1777
+
+
+def test_owners_of_files_in_setgid_and_other_group_directories(tmp_path):
+    """New files get the creator's uid and gid, or a setgid directory's gid: the blob path
+    leaves fchown out only where that already is the archive's owner."""
+    layer = make_tar(
+        member("sg", tarfile.DIRTYPE, mode=0o2775, uid=0, gid=1234),
+        member("sg/a", data=b"a", uid=0, gid=0), member("sg/b", data=b"b", uid=0, gid=1234),
+        member("og", tarfile.DIRTYPE, mode=0o755, uid=0, gid=1234),
+        member("og/a", data=b"a", uid=0, gid=0), member("og/b", data=b"b", uid=0, gid=0),
+        member("mine", tarfile.DIRTYPE, mode=0o755),
+        member("mine/a", data=b"a", uid=0, gid=0), member("mine/b", data=b"b", uid=1000, gid=0, mode=0o4755),
+        member("mine/c", data=b"c", uid=0, gid=0, mode=0o2711))
+    from skiff.images import layers
+
+    trees = []
+    for how in ("stream", "file"):
+        root = tmp_path / how
+        root.mkdir()
+        if how == "stream":
+            layers.apply_layer(io.BytesIO(layer), str(root))
+        else:
+            (tmp_path / "layer").write_bytes(layer)
+            with open(tmp_path / "layer", "rb") as f:
+                layers.apply_layer(f, str(root))
+        tree = describe_tree(str(root))
+        tree.pop("")  # the root's time is when it was made: not from the layer
+        trees.append(tree)
+    assert trees[0] == trees[1]
+    t = trees[1]
+    assert [t[n][2:4] for n in ("sg/a", "sg/b", "og/a", "og/b", "mine/a", "mine/b", "mine/c")] == [
+        (0, 0), (0, 1234), (0, 0), (0, 0), (0, 0), (1000, 0), (0, 0)]
+    assert t["mine/b"][1] == 0o4755 and t["mine/c"][1] == 0o2711 and t["sg"][1] == 0o2775

@@ -1,5 +1,9 @@
 """apply_layer / write_diff without root: formats, metadata, whiteouts, hostile archives, bad input.
 
+Every test runs twice (the ``layer_source`` fixture): layers handed over as an in-memory stream
+(the streaming path) and as a regular file (the path for content-store blobs: headers read with
+pread, data copied inside the kernel, the digest computed by a second thread).
+
 Every hostile case runs in a sandbox: the layer's root is ``sandbox/root`` next to
 ``sandbox/outside`` (a decoy tree); after the apply, nothing outside ``root`` may have changed
 (the decoy, the sandbox itself, and the host's /etc/passwd are compared before and after).
@@ -11,9 +15,11 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
+import tempfile
 
 import pytest
 import zstandard
@@ -23,6 +29,32 @@ from skiff.images.layers import InvalidLayer, LayerError, apply_layer, clean_nam
 from skiff.images.snapshots.fsutil import describe_tree
 
 AS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(autouse=True, params=["stream", "file"])
+def layer_source(request, monkeypatch):
+    """``file``: each in-memory layer given to ``apply_layer`` is written to a file outside the
+    test's directories first and applied from there (uncompressed ones take the blob path)."""
+    if request.param == "stream":
+        yield request.param
+        return
+    real = apply_layer
+    spool = tempfile.mkdtemp(prefix="skiff-test-layers-")
+
+    def via_file(stream, root, **kw):
+        if type(stream) is not io.BytesIO:
+            return real(stream, root, **kw)
+        path = os.path.join(spool, f"layer{len(os.listdir(spool))}")
+        with open(path, "wb") as f:
+            f.write(stream.read())
+        with open(path, "rb") as f:
+            return real(f, root, **kw)
+
+    monkeypatch.setitem(globals(), "apply_layer", via_file)
+    try:
+        yield request.param
+    finally:
+        shutil.rmtree(spool)
 
 
 # --- building archives -----------------------------------------------------------------------

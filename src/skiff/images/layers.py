@@ -13,6 +13,13 @@ whole of it, padding included) and size, in one pass. Whiteout handling (``white
   a directory that exists only below is copied up with its attributes);
 - ``"oci"``: no interpretation: ``.wh.`` files are extracted as ordinary files.
 
+An uncompressed layer in a regular file (a content-store blob) is not streamed: its headers
+are read with ``pread`` at their offsets, small member data is read with its neighbours and
+written, larger data is copied from the blob inside the kernel (``copy_file_range``, else
+``sendfile``, else ``pread``/``write``), and a second thread hashes the blob; a header the
+inline parser does not take exactly as tarfile would goes through tarfile and the same
+per-member code as a stream, so the rules below are the same on both paths.
+
 Whiteouts only ever hide what lower layers hold: what this layer itself wrote stays, in
 whichever order the archive lists the two (OCI image spec, "Whiteouts").
 
@@ -68,16 +75,12 @@ import errno
 import hashlib
 import os
 import posixpath
-import queue
-import shutil
 import stat
 import struct
 import tarfile
-import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, cast
 
 from skiff.images.errors import DigestMismatch, ImageError, InvalidArgument
@@ -91,6 +94,7 @@ from skiff.images.snapshots.fsutil import (
 from skiff.runtime.paths import MAXSYMLINKS, open_beneath
 
 if TYPE_CHECKING:
+    import queue
     from collections.abc import Sequence
     from typing import BinaryIO
 
@@ -249,6 +253,8 @@ class LayerReader:
     def start(self) -> None:
         """Read and decompress ahead in a producer thread (see the class doc)."""
         if self._thread is None and not self._eof:
+            import queue  # (imported here: the start of a process that never streams stays short)
+
             self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
             self._thread = threading.Thread(target=self._produce, name="skiff-layer-reader", daemon=True)
             self._thread.start()
@@ -270,6 +276,7 @@ class LayerReader:
         t = self._thread
         if t is None:
             return
+        import queue
         self._stop.set()
         q = self._queue
         assert q is not None
@@ -452,6 +459,22 @@ class LayerReader:
         self.size += done
         return done
 
+    def copy_to_fd_at(self, fd: int, n: int, pos: int) -> int:
+        """Write the next ``n`` bytes to ``fd`` at offset ``pos`` (``pwrite``); returns how
+        many there were (fewer only at the end of the stream)."""
+        done = 0
+        while done < n:
+            chunk = self.read(min(n - done, CHUNK))
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                w = os.pwrite(fd, view, pos)
+                view = view[w:]
+                pos += w
+            done += len(chunk)
+        return done
+
     def skip(self, n: int) -> int:
         """Pass over the next ``n`` bytes (they are hashed all the same); returns how many."""
         done = 0
@@ -473,7 +496,8 @@ class LayerReader:
     def seek(self, pos: int, whence: int = 0) -> int:
         if whence != 0 or pos < self.size:
             raise OSError(errno.ESPIPE, f"layer stream: cannot seek back to {pos} from {self.size}")
-        if self.size < pos and self.skip(pos - self.size) < pos - self.size:
+        need = pos - self.size
+        if need > 0 and self.skip(need) < need:
             raise InvalidLayer(f"tar stream: truncated (ends at byte {self.size}, data runs to {pos})")
         return self.size
 
@@ -510,6 +534,8 @@ def clean_name(raw: str, what: str) -> str:
 
 
 def _ns(value: object, what: str) -> int:
+    from decimal import Decimal, InvalidOperation
+
     try:
         if isinstance(value, str):
             return int(Decimal(value) * 1_000_000_000)
@@ -525,6 +551,8 @@ def _ns(value: object, what: str) -> int:
 def _rmtree_at(dirfd: int, name: str) -> None:
     """``shutil.rmtree`` of ``name`` in ``dirfd``; a non-root user also gets through read-only
     directories (an image's 0555 ones) by opening them up first."""
+    import shutil
+
     def retry(func, path, exc_info):
         err = exc_info[1]
         if not isinstance(err, PermissionError) or os.geteuid() == 0:
@@ -574,6 +602,10 @@ class _Extractor:
         self.rootfd = os.open(self.root, _O_PATH_DIR)
         self.fds: dict[str, int] = {}  # rel -> O_PATH fd of a directory in root
         self.cache: dict[str, _Dir] = {}  # a member's directory as written in the archive -> _Dir
+        # the blob fast path's view of ``cache``: a directory name exactly as the archive
+        # spells it (before cleaning) -> (its _Dir, new files there get our uid and gid,
+        # new files there get the mode they are created with); emptied with ``cache``
+        self.fast: dict[str, tuple[_Dir, bool, bool]] = {}
         self.touched: set[str] = set()  # what this layer wrote, and their directories
         self.dirs: dict[str, tuple[tarfile.TarInfo, int]] = {}  # attributes to set at the end
         self.loosen = os.geteuid() != 0
@@ -588,6 +620,7 @@ class _Extractor:
             os.close(fd)
         self.fds.clear()
         self.cache.clear()
+        self.fast.clear()
 
     def _dirfd(self, rel: str) -> int:
         if not rel:
@@ -753,7 +786,7 @@ class _Extractor:
 
     # -- members
 
-    def member(self, reader: LayerReader, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+    def member(self, reader: LayerReader | _BlobReader, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         what = f"{self.where}: member {info.name!r}"
         if info.type not in _SUPPORTED:
             raise InvalidLayer(f"{what}: unsupported tar entry type {info.type!r}")
@@ -800,7 +833,7 @@ class _Extractor:
             os.unlink(name, dir_fd=pfd)
         self._invalidate()
 
-    def _create(self, reader: LayerReader, tar: tarfile.TarInfo | tarfile.TarFile, pdir: _Dir, name: str,
+    def _create(self, reader: LayerReader | _BlobReader, tar: tarfile.TarInfo | tarfile.TarFile, pdir: _Dir, name: str,
                 rel: str, info: tarfile.TarInfo, what: str) -> None:
         pfd = pdir.fd
         if info.isreg():
@@ -858,13 +891,13 @@ class _Extractor:
             raise InvalidLayer(f"{what}: unsupported tar entry type {info.type!r}")
         self._attrs(pfd, name, info, what)
 
-    def _write_data(self, reader: LayerReader, fd: int, size: int, what: str) -> None:
+    def _write_data(self, reader: LayerReader | _BlobReader, fd: int, size: int, what: str) -> None:
         if size > 0:
             got = reader.copy_to_fd(fd, size)
             if got < size:
                 raise InvalidLayer(f"{what}: truncated: {got} of {size} bytes of data")
 
-    def _write_sparse(self, reader: LayerReader, tar: tarfile.TarInfo | tarfile.TarFile, fd: int,
+    def _write_sparse(self, reader: LayerReader | _BlobReader, tar: tarfile.TarInfo | tarfile.TarFile, fd: int,
                       info: tarfile.TarInfo, what: str) -> None:
         assert info.sparse is not None
         sparse = cast("list[tuple[int, int]]", info.sparse)
@@ -882,18 +915,8 @@ class _Extractor:
         if reader.tell() != info.offset_data:
             reader.seek(info.offset_data)
         for off, n in sparse:
-            pos = off
-            left = n
-            while left > 0:
-                chunk = reader.read(min(left, CHUNK))
-                if not chunk:
-                    raise InvalidLayer(f"{what}: truncated sparse data")
-                view = memoryview(chunk)
-                while view:
-                    w = os.pwrite(fd, view, pos)
-                    view = view[w:]
-                    pos += w
-                left -= len(chunk)
+            if n > 0 and reader.copy_to_fd_at(fd, n, off) < n:
+                raise InvalidLayer(f"{what}: truncated sparse data")
         os.ftruncate(fd, info.size)
 
     def _xattrs(self, info: tarfile.TarInfo, what: str) -> dict[str, bytes]:
@@ -1204,6 +1227,15 @@ def _next_member(tar: Any, reader: LayerReader, where: str) -> tarfile.TarInfo |
             return info
     tar.fileobj = _Unread(block, reader)
     try:
+        return _tarfile_member(tar, where)
+    finally:
+        tar.fileobj = reader
+
+
+def _tarfile_member(tar: Any, where: str) -> tarfile.TarInfo | None:
+    """tarfile's reading of the header at ``tar.offset`` (``tar.fileobj`` is there), with
+    its errors as ours: None at the end of the archive, a bad header an error."""
+    try:
         return tarfile.TarInfo.fromtarfile(tar)
     except _END_ERRORS:
         return None
@@ -1213,8 +1245,417 @@ def _next_member(tar: Any, reader: LayerReader, where: str) -> tarfile.TarInfo |
         raise
     except Exception as e:  # tarfile's HeaderError family, and what bad numbers raise
         raise InvalidLayer(f"{where}: bad tar header at byte {tar.offset}: {e or type(e).__name__}") from e
+
+
+# --- the fast path: an uncompressed layer in a regular file ---------------------------------
+#
+# A layer that is a regular file (a content-store blob) and not compressed is not read
+# through LayerReader: headers are read with pread at their offsets, member data is copied
+# from the blob to the new file inside the kernel (copy_file_range, else sendfile, else
+# pread/write), and a second thread reads the whole blob once more to hash it (sha256 and
+# hashlib release the GIL). The rules are the same: a header the inline parser below does
+# not take exactly as tarfile would (anything but a well-formed ustar/v7 header of a regular
+# file whose directory was already resolved by the general path) goes through tarfile and
+# ``_Extractor.member``, as in the streaming path.
+
+_REG_FLAGS = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_WINDOW = 1 << 17  # what the fast path reads at once around small files
+_SMALL = _WINDOW - 512  # data written from the window; larger data is copied in the kernel
+_COPY_FALLBACK_ERRNOS = frozenset((errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
+                                   errno.ENOTSUP, errno.EBADF, errno.EPERM))
+
+
+_ZERO_FIELDS = frozenset((b"\0" * 8, b"0000000\0", b"0000000 ", b"000000 \0"))
+_adler32 = zlib.adler32
+
+
+def _bytesum(block: bytes) -> int:
+    """The sum of the bytes of a 512-byte block, exactly: Adler-32's first half is 1 plus
+    the sum modulo 65521, and 256 bytes sum to at most 65280."""
+    return (_adler32(block[:256]) & 0xFFFF) + (_adler32(block[256:]) & 0xFFFF) - 2
+
+
+def _has_default_acl(dirfd: int) -> bool:
+    """Whether the directory (an O_PATH descriptor) has a default ACL, which would decide
+    the modes of new files instead of the umask; unreadable counts as yes."""
+    try:
+        os.getxattr(f"/proc/self/fd/{dirfd}", "system.posix_acl_default")
+    except OSError as e:
+        return e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``); 0o777 (every
+    mode then set explicitly) when it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
+
+
+def _regular_blob(stream: BinaryIO) -> tuple[int, int, os.stat_result] | None:
+    """(fd, position, stat) when ``stream`` is an uncompressed layer in a regular file."""
+    try:
+        fd = stream.fileno()
+        st = os.fstat(fd)
+        # (size 0: an empty layer, or a pseudo-file that tells no size: the stream's job)
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return None
+        pos = stream.tell()
+        if pos > st.st_size or detect_compression(os.pread(fd, 4, pos)) != "none":
+            return None
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None  # not readable by position: read as a stream (which reports its errors)
+    return fd, pos, st
+
+
+class _BlobReader:
+    """The uncompressed layer in the file ``fd`` from byte ``start`` to ``end``, as a
+    seekable file for tarfile (positions relative to ``start``), with ``copy_to_fd`` and
+    ``copy_to_fd_at`` for member data done inside the kernel."""
+
+    __slots__ = ("end", "fd", "mode", "pos", "size", "start")
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self.fd = fd
+        self.start = start
+        self.end = end
+        self.size = end - start
+        self.pos = 0
+        self.mode = 0  # 0: copy_file_range, 1: sendfile, 2: pread + write
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.pos
+        if n < 0 or n > left:
+            n = max(left, 0)  # never allocate more than the blob holds
+        if n == 0:
+            return b""
+        parts = []
+        got = 0
+        while got < n:
+            data = os.pread(self.fd, min(n - got, 1 << 24), self.start + self.pos + got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        self.pos += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self.pos
+        elif whence == 2:
+            pos += self.size
+        if pos < 0:
+            raise OSError(errno.EINVAL, f"layer blob: seek to {pos}")
+        self.pos = pos
+        return pos
+
+    def copy_out(self, dst: int, n: int, src: int, dst_off: int | None = None) -> int:
+        """Copy up to ``n`` bytes at ``src`` (relative) to ``dst`` (at ``dst_off``, or at
+        its file position); returns how many (fewer only at the end of the blob)."""
+        done = 0
+        n = min(n, self.size - src)
+        fd = self.fd
+        while done < n:
+            at = self.start + src + done
+            try:
+                if self.mode == 0:
+                    k = os.copy_file_range(fd, dst, n - done, at, None if dst_off is None else dst_off + done)
+                elif self.mode == 1 and dst_off is None:
+                    k = os.sendfile(dst, fd, at, n - done)
+                else:
+                    data = os.pread(fd, min(n - done, CHUNK), at)
+                    view = memoryview(data)
+                    k = len(data)
+                    w_at = None if dst_off is None else dst_off + done
+                    while view:
+                        w = os.write(dst, view) if w_at is None else os.pwrite(dst, view, w_at)
+                        view = view[w:]
+                        if w_at is not None:
+                            w_at += w
+            except OSError as e:
+                if self.mode < 2 and e.errno in _COPY_FALLBACK_ERRNOS:
+                    self.mode += 1  # not supported between these files: the next way
+                    continue
+                raise
+            if k == 0:
+                if self.mode < 2:
+                    self.mode = 2  # no progress inside the blob: read it plainly
+                    continue
+                break
+            done += k
+        return done
+
+    def copy_to_fd(self, fd: int, n: int) -> int:
+        got = self.copy_out(fd, n, self.pos)
+        self.pos += got
+        return got
+
+    def copy_to_fd_at(self, fd: int, n: int, pos: int) -> int:
+        got = self.copy_out(fd, n, self.pos, pos)
+        self.pos += got
+        return got
+
+
+class _BlobHasher:
+    """Hashes bytes ``start``..``end`` of the file ``fd`` in a thread (sha256, and the
+    algorithm of an expected digest if that is another)."""
+
+    def __init__(self, fd: int, start: int, end: int, algorithm: str) -> None:
+        self.fd = fd
+        self.start = start
+        self.end = end
+        self.sha256 = hashlib.sha256()
+        self.other = hashlib.new(algorithm) if algorithm != "sha256" else None
+        self.done = 0
+        self.error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="skiff-layer-hash", daemon=True)
+
+    def start_thread(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            buf = bytearray(4 * CHUNK)
+            view = memoryview(buf)
+            pos = self.start
+            while pos < self.end and not self._stop:
+                k = os.preadv(self.fd, [view[:min(len(buf), self.end - pos)]], pos)
+                if k == 0:
+                    break
+                piece = view[:k]
+                self.sha256.update(piece)
+                if self.other is not None:
+                    self.other.update(piece)
+                pos += k
+            self.done = pos - self.start
+        except BaseException as e:  # raised in the applying thread by join()
+            self.error = e
+
+    def join(self, stop: bool = False) -> None:
+        if stop:
+            self._stop = True
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+
+
+def _extract_blob(blob: _BlobReader, ex: _Extractor, where: str, current: list[str]) -> None:
+    """Extract every member of ``blob`` (see the section's comment); ``current[0]`` names
+    the member being extracted, for the caller's error messages."""
+    try:
+        tar: Any = tarfile.TarFile(fileobj=cast("Any", blob), mode="r")
+    except (LayerError, OSError, tarfile.ReadError):
+        raise
+    except Exception as e:  # what malformed numbers and sparse headers raise in tarfile
+        raise InvalidLayer(f"{where}: bad tar header at byte 0: {e or type(e).__name__}") from e
+    fd, start = blob.fd, blob.start
+    fast = ex.fast
+    # Syscalls a file can do without: the file is created with its permission bits when the
+    # umask leaves them alone, no default ACL of the directory decides them instead and there
+    # are no setuid/setgid/sticky bits (else fchmod after fchown, as the general path does),
+    # and fchown is left out when the new file already has the owner the archive gives (our
+    # euid, and the egid where the directory passes it on: not setgid, group egid). Both
+    # facts about the directory are recorded with it in ``fast``.
+    umask = _umask()
+    euid, egid = os.geteuid(), os.getegid()
+    touched = ex.touched
+    same_owner = ex.same_owner
+    encoding, errors = tar.encoding, tar.errors
+    unpack = _HEADER.unpack
+    pread, fopen, fchown, fchmod, utime, close = os.pread, os.open, os.fchown, os.fchmod, os.utime, os.close
+    write = os.write
+    octs: dict[bytes, int] = {}  # number fields already parsed (the value int() gave)
+    win = b""  # bytes wstart.. of the blob, read ahead (relative offsets)
+    wview = memoryview(win)
+    wstart = 0
+    info: tarfile.TarInfo | None = tar.firstmember
+    while True:
+        if info is not None:
+            name = current[0] = info.name
+            blob.pos = info.offset_data
+            ex.member(blob, tar, info)
+            if info.type in _DATA_TYPES and info.sparse is None and not info.pax_headers:
+                # let later files of this directory take the fast path
+                parent = name.rpartition("/")[0]
+                try:
+                    cparent = posixpath.dirname(clean_name(name, where))
+                except InvalidLayer:
+                    cparent = WHITEOUT_PREFIX  # (member() refused it already)
+                d = ex.cache.get(cparent)
+                if d is not None and d.fd >= 0 and not cparent.startswith(WHITEOUT_PREFIX):
+                    dst = os.fstat(d.fd)
+                    fast[parent] = (d, not dst.st_mode & stat.S_ISGID and dst.st_gid == egid,
+                                    not _has_default_acl(d.fd))
+        off = tar.offset
+        i = off - wstart
+        if 0 <= i and i + 512 <= len(win):
+            buf = win[i:i + 512]
+        else:
+            buf = pread(fd, 512, start + off)
+        if len(buf) == 512 and buf[156:157] in _REG_FLAGS and not tar.pax_headers:
+            # inline: the header of a plain regular file, exactly as _fast_header reads it
+            (name_b, mode_b, uid_b, gid_b, size_b, mtime_b, chk_b, _k, _l, _u, _g,
+             maj_b, min_b, prefix_b) = unpack(buf)
+            try:
+                # the sum of the block's bytes, the checksum field counting as 8 spaces
+                ok = int(chk_b.rstrip(b"\0 ") or b"0", 8) == _bytesum(buf) - sum(chk_b) + 256
+                if ok:
+                    # mode, owner and time repeat from member to member: parsed once each
+                    # (-1: not yet; a field holding a negative number is parsed every time)
+                    mode = octs.get(mode_b, -1)
+                    if mode < 0:
+                        mode = int(mode_b.rstrip(b"\0 ") or b"0", 8)
+                        octs[mode_b] = mode
+                    uid = octs.get(uid_b, -1)
+                    if uid < 0:
+                        uid = int(uid_b.rstrip(b"\0 ") or b"0", 8)
+                        octs[uid_b] = uid
+                    gid = octs.get(gid_b, -1)
+                    if gid < 0:
+                        gid = int(gid_b.rstrip(b"\0 ") or b"0", 8)
+                        octs[gid_b] = gid
+                    mtime = octs.get(mtime_b, -1)
+                    if mtime < 0:
+                        if len(octs) > 4096:
+                            octs.clear()
+                        mtime = int(mtime_b.rstrip(b"\0 ") or b"0", 8)
+                        octs[mtime_b] = mtime
+                    size = int(size_b.rstrip(b"\0 ") or b"0", 8)
+                    if maj_b not in _ZERO_FIELDS:
+                        int(maj_b.rstrip(b"\0 ") or b"0", 8)
+                    if min_b not in _ZERO_FIELDS:
+                        int(min_b.rstrip(b"\0 ") or b"0", 8)
+            except ValueError:
+                ok = False
+            if ok:
+                nul = name_b.find(b"\0")
+                name = (name_b if nul < 0 else name_b[:nul]).decode(encoding, errors)
+                if prefix_b[0]:
+                    nul = prefix_b.find(b"\0")
+                    name = (prefix_b if nul < 0 else prefix_b[:nul]).decode(encoding, errors) + "/" + name
+                parent, _, base = name.rpartition("/")
+                hit = fast.get(parent)
+                if (hit is not None and base and base != "." and base != ".."
+                        and not base.startswith(WHITEOUT_PREFIX)):
+                    pdir, owner_ok, modes_ok = hit
+                    current[0] = name
+                    mode &= 0o7777
+                    plain = modes_ok and not mode & 0o7000 and not mode & umask
+                    try:
+                        wfd = fopen(base, _O_NEWFILE, mode if plain else 0o600, dir_fd=pdir.fd)
+                    except FileExistsError:
+                        pass  # something is there: the general path replaces it
+                    else:
+                        try:
+                            if 0 < size <= _SMALL:
+                                # small data is read with its neighbours (a window of the
+                                # blob) and written: cheaper than a copy_file_range each
+                                j = off + 512 - wstart
+                                if j < 0 or j + size > len(win):
+                                    win = pread(fd, _WINDOW, start + off)
+                                    wview = memoryview(win)
+                                    wstart = off
+                                    j = 512
+                                got = max(0, min(size, len(win) - j))
+                                data = wview[j:j + got]
+                                while data:
+                                    data = data[write(wfd, data):]
+                                if got < size:
+                                    raise InvalidLayer(f"{where}: member {name!r}: truncated: "
+                                                       f"{got} of {size} bytes of data")
+                            elif size:
+                                got = blob.copy_out(wfd, size, off + 512)
+                                if got < size:
+                                    raise InvalidLayer(f"{where}: member {name!r}: truncated: "
+                                                       f"{got} of {size} bytes of data")
+                            if same_owner and not (uid == euid and gid == egid and owner_ok):
+                                fchown(wfd, uid, gid)
+                            if not plain:
+                                fchmod(wfd, mode)
+                            t = mtime * 1_000_000_000
+                            utime(wfd, ns=(t, t))
+                        finally:
+                            close(wfd)
+                        rel = f"{pdir.rel}/{base}" if pdir.rel else base
+                        touched.add(rel)
+                        if pdir.rel and pdir.rel not in touched:
+                            ex._mark(pdir.rel)
+                        tar.offset = off + 512 + -(-size // 512) * 512
+                        info = None
+                        continue
+        info = _blob_member(tar, blob, buf, off, where)
+        if info is None:
+            return
+
+
+def _blob_member(tar: Any, blob: _BlobReader, block: bytes, off: int, where: str) -> tarfile.TarInfo | None:
+    """``_next_member`` for the blob path: the header ``block`` read at ``off``."""
+    if not tar.pax_headers:
+        info = _fast_header(block, off, tar.encoding, tar.errors)
+        if info is not None:
+            end = info.offset_data
+            if info.type in _DATA_TYPES:
+                end += -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            tar.offset = end
+            return info
+    if not block:
+        if off > blob.size:  # as the stream's seek past its end
+            raise InvalidLayer(f"tar stream: truncated (ends at byte {blob.size}, data runs to {off})")
+        return None  # the end of the blob without an end-of-archive marker, as tarfile takes it
+    blob.pos = off
+    return _tarfile_member(tar, where)
+
+
+def _apply_blob(stream: BinaryIO, fd: int, start: int, st: os.stat_result, ex: _Extractor, *,
+                algorithm: str, where: str) -> tuple[str, str, int]:
+    """Extract the uncompressed layer in the file ``fd`` from ``start``; returns its diff ID,
+    the digest with ``algorithm`` and its size."""
+    end = st.st_size
+    hasher = _BlobHasher(fd, start, end, algorithm)
+    blob = _BlobReader(fd, start, end)
+    current = [""]
+    failed = True
+    try:
+        hasher.start_thread()
+        try:
+            if end > start:
+                _extract_blob(blob, ex, where, current)
+                current[0] = ""
+                ex.finish_dirs()
+        except tarfile.ReadError as e:
+            raise InvalidLayer(f"{where}: not a tar archive: {e}") from e
+        except OSError as e:
+            detail = f"member {current[0]!r}: " if current[0] else ""
+            raise LayerError(f"{where}: {detail}{e.strerror or e}"
+                             + (f" ({e.filename})" if e.filename else "")) from e
+        failed = False
     finally:
-        tar.fileobj = reader
+        hasher.join(stop=failed)
+    if hasher.error is not None:
+        if isinstance(hasher.error, OSError):
+            raise LayerError(f"{where}: read the layer: {hasher.error.strerror or hasher.error}") from hasher.error
+        raise hasher.error
+    after = os.fstat(fd)
+    if hasher.done != end - start or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise LayerError(f"{where}: the layer file changed while it was applied "
+                         f"({end - start} bytes expected, {hasher.done} read)")
+    try:
+        stream.seek(end)  # consumed, as the streaming path leaves it
+    except (OSError, ValueError):
+        pass  # the stream's own position is a courtesy; the layer was applied
+    diff_id = "sha256:" + hasher.sha256.hexdigest()
+    digest = diff_id if hasher.other is None else f"{algorithm}:{hasher.other.hexdigest()}"
+    return diff_id, digest, end - start
 
 
 def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lowers: Sequence[str] = (),
@@ -1241,6 +1682,17 @@ def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lo
     algorithm = compressed_digest.split(":", 1)[0] if compressed_digest else "sha256"
     if algorithm not in ("sha256", "sha512"):
         raise InvalidArgument(f"apply {where}: digest algorithm {algorithm!r} not supported")
+    blob = _regular_blob(stream)
+    if blob is not None:
+        ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where)
+        try:
+            diff_id, got, size = _apply_blob(stream, *blob, ex, algorithm=algorithm, where=where)
+        finally:
+            ex.close()
+        if compressed_digest and got != compressed_digest:
+            raise DigestMismatch(f"{where}: content digest {got}, expected {compressed_digest}")
+        return Applied(diff_id=diff_id, size=size, compression="none", compressed_digest=got,
+                       compressed_size=size)
     reader = LayerReader(stream, compressed_algorithm=algorithm)
     try:
         ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where)
@@ -1725,6 +2177,8 @@ def apply_to_mounts(mounts: Sequence[Mount], stream: BinaryIO, **kw: Any) -> App
             if "ro" in m.options:
                 raise InvalidArgument(f"apply layer to {m.source}: the mount is read-only")
             return apply_layer(stream, m.source, whiteout="delete", **kw)
+    import tempfile
+
     from skiff.images.mount import mount_all, unmount_all
 
     tmp = tempfile.mkdtemp(prefix="skiff-apply-")
@@ -1754,6 +2208,8 @@ def diff_mounts(lower: Sequence[Mount], upper: Sequence[Mount], out: BinaryIO, *
                                   overlay_xattr="user" if "userxattr" in m.options else "trusted")
         if m.type == "bind" and len(low) <= 1:
             return write_diff(low, m.source, out, mode="compare", compression=compression)
+    import tempfile
+
     from skiff.images.mount import mount_all, unmount_all
 
     tmp = tempfile.mkdtemp(prefix="skiff-diff-")
