@@ -364,6 +364,39 @@ def test_destroy_keeps_parents_it_did_not_make_or_that_others_use(v1: FakeCgroup
     assert os.path.isdir(f"{v1.root}/pids/pre")
 
 
+def test_create_survives_a_parent_removed_meanwhile(v1: FakeCgroupFS, monkeypatch) -> None:
+    """Another container's runtime removes the shared, empty /skiff between our mkdir of it and
+    of our own cgroup: mkdir -p starts over."""
+    real_mkdir = os.mkdir
+    removed: list[str] = []
+
+    def racing_mkdir(path, mode=0o777):
+        real_mkdir(path, mode)
+        if path.endswith("/pids/skiff") and not removed:
+            os.rmdir(path)
+            removed.append(path)
+    monkeypatch.setattr(_util.os, "mkdir", racing_mkdir)
+    m = v1.open("/skiff/c1")
+    m.create()
+    assert removed and os.path.isdir(m.paths()["pids"])
+    assert f"{v1.root}/pids/skiff" in m.created
+
+
+def test_a_failed_create_removes_what_it_made(v1: FakeCgroupFS, monkeypatch) -> None:
+    real_mkdir = os.mkdir
+
+    def failing_mkdir(path, mode=0o777):
+        if path.endswith("/memory/skiff/c1"):
+            raise PermissionError(13, "Permission denied", path)
+        real_mkdir(path, mode)
+    monkeypatch.setattr(_util.os, "mkdir", failing_mkdir)
+    m = v1.open("/skiff/c1")
+    with pytest.raises(CgroupError, match=r"mkdir .*/memory/skiff/c1: [Pp]ermission denied"):
+        m.create()
+    left = [d for d in m.created if os.path.exists(d)]
+    assert left == [] and m.created, m.created
+
+
 def test_destroy_retries_ebusy(v1: FakeCgroupFS) -> None:
     m = v1.open("/c")
     m.create()

@@ -99,3 +99,22 @@ def test_cli_missing_container_is_an_error_in_the_json_log(tmp_path, capsys):
 def test_cli_refuses_bad_ids(tmp_path, capsys):
     assert main(["--root", str(tmp_path), "state", "../etc"]) == 1
     assert "invalid container id format" in capsys.readouterr().err
+
+
+def test_cli_errors_of_container_stdio_verbs_go_to_the_log_only(tmp_path, capsys):
+    """In create/run/exec the runtime's stderr is the container's: with --log, the error goes
+    only there (as crun), so it never shows up as the container's output."""
+    import json
+
+    log = tmp_path / "log.json"
+    base = ["--root", str(tmp_path / "root"), "--log", str(log), "--log-format", "json"]
+    assert main([*base, "create", "--bundle", str(tmp_path / "nobundle"), "c1"]) == 1
+    assert capsys.readouterr().err == ""
+    rec = json.loads(log.read_text().splitlines()[-1])
+    assert rec["level"] == "error" and "nobundle" in rec["msg"]
+    assert main([*base, "exec", "nope", "true"]) == 1
+    assert capsys.readouterr().err == ""
+    assert "container does not exist: nope" in json.loads(log.read_text().splitlines()[-1])["msg"]
+    # without --log the error is on stderr
+    assert main(["--root", str(tmp_path / "root"), "create", "--bundle", str(tmp_path / "nobundle"), "c1"]) == 1
+    assert "nobundle" in capsys.readouterr().err

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys as _sys
 
 from skiff.oci.spec import Capabilities, SpecError
 from skiff.runtime.syscalls import (
@@ -58,7 +57,9 @@ SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
 def warn(msg: str) -> None:
-    _sys.stderr.write(f"skiff-runc: warning: {msg}\n")
+    from skiff.runtime.cli import report
+
+    report("warning", msg)
 
 
 def last_cap(proc: str = "/proc") -> int:

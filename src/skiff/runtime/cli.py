@@ -3,9 +3,12 @@
 Global flags come before the verb. Each verb is a thin module ``skiff.runtime.verbs.<verb>``
 with ``run(ctx, args) -> int``; only the verb being run is imported.
 
-Errors: a verb raises ``RuntimeFailure`` (or ``UsageError``); the CLI prints it on stderr,
-writes it to ``--log`` (containerd's shim reads the last JSON line ``{"level":"error","msg":...}``
-from that file), and exits 1, as runc does.
+Errors: a verb raises ``RuntimeFailure`` (or ``UsageError``); the CLI writes it to ``--log``
+(containerd's shim reads the last JSON line ``{"level":"error","msg":...}`` from that file),
+prints it on stderr, and exits 1, as runc does. Except, as crun: a verb whose stdio is the
+container's (``create``, ``run``, ``exec``, ``restore``: a shim passes the container's FIFOs as
+the runtime's fds) prints nothing there once the error is in ``--log``, so that the runtime's
+message never shows up as the container's output (``docker run`` prints that stream).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+CONTAINER_STDIO_VERBS = ("create", "run", "exec", "restore")
 VERBS = ("create", "start", "run", "state", "kill", "delete", "exec", "ps", "list", "pause",
          "resume", "update", "events", "spec", "features", "checkpoint", "restore")
 ALIASES = {"ls": "list"}
@@ -40,7 +44,7 @@ class RuntimeFailure(Exception):
 class Context:
     """Global options, shared by every verb."""
 
-    __slots__ = ("root", "log_path", "log_format", "debug", "systemd_cgroup", "rootless")
+    __slots__ = ("root", "log_path", "log_format", "debug", "systemd_cgroup", "rootless", "verb")
 
     def __init__(self) -> None:
         self.root = DEFAULT_ROOT
@@ -49,11 +53,13 @@ class Context:
         self.debug = False
         self.systemd_cgroup = False
         self.rootless = "auto"
+        self.verb = ""
 
-    def log(self, level: str, msg: str) -> None:
-        """Append one record to ``--log`` (JSON lines as runc writes them, or text)."""
+    def log(self, level: str, msg: str) -> bool:
+        """Append one record to ``--log`` (JSON lines as runc writes them, or text); whether it
+        was written."""
         if not self.log_path or (level == "debug" and not self.debug):
-            return
+            return False
         import time
 
         now = time.time()
@@ -72,9 +78,24 @@ class Context:
                 os.close(fd)
         except OSError as e:
             sys.stderr.write(f"skiff-runc: cannot write log {self.log_path}: {e.strerror}\n")
+            return False
+        return True
+
+
+_current: Context | None = None
+
+
+def report(level: str, msg: str) -> None:
+    """A warning, or a cleanup error beside the error that matters: into ``--log`` when the
+    verb's stdio is the container's, else on stderr as ``skiff-runc: [warning: ]msg``."""
+    ctx = _current
+    if ctx is not None and ctx.verb in CONTAINER_STDIO_VERBS and ctx.log(level, msg):
+        return
+    sys.stderr.write(f"skiff-runc: {'warning: ' if level == 'warning' else ''}{msg}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _current
     args = sys.argv[1:] if argv is None else argv
     ctx = Context()
     i = 0
@@ -124,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from skiff.runtime.flags import UsageError
 
+    ctx.verb = verb
+    _current = ctx
     try:
         name = f"skiff.runtime.verbs.{verb}"
         __import__(name)  # importlib.import_module would import importlib (~1 ms)
@@ -137,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = f"{verb}: {e}"
     except KeyboardInterrupt:
         return 130
-    ctx.log("error", msg)
-    sys.stderr.write(f"skiff-runc: {msg}\n")
+    if not ctx.log("error", msg) or verb not in CONTAINER_STDIO_VERBS:
+        sys.stderr.write(f"skiff-runc: {msg}\n")
     return 1

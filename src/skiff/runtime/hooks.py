@@ -76,7 +76,6 @@ def run_hook(hook: Hook, state: dict, index: int, kind: str) -> None:
 def run_hooks(hooks: list[Hook], state: dict, kind: str, *, warn_only: bool = False) -> None:
     """Run hooks in order. The first failure raises, unless ``warn_only`` (poststart, poststop:
     the spec says their failure is logged and the lifecycle continues)."""
-    import sys
 
     for i, h in enumerate(hooks):
         try:
@@ -84,4 +83,6 @@ def run_hooks(hooks: list[Hook], state: dict, kind: str, *, warn_only: bool = Fa
         except HookError as e:
             if not warn_only:
                 raise
-            sys.stderr.write(f"skiff-runc: warning: {e}\n")
+            from skiff.runtime.cli import report
+
+            report("warning", str(e))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys as _sys
 
-from skiff.runtime.cli import RuntimeFailure
+from skiff.runtime.cli import RuntimeFailure, report
 from skiff.runtime.state import EXEC_FIFO, ContainerState, container_dir, proc_start_time
 from skiff.runtime.sync import Channel, SyncError, child_fail
 from skiff.runtime.syscalls import (
@@ -325,24 +325,24 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
                 # an init whose pid never reached us (or its children) would keep the cgroup busy
                 cg.kill_all(9)
             except Exception as ce:
-                _sys.stderr.write(f"skiff-runc: cleaning up the processes of {cid}: {ce}\n")
+                report("error", f"cleaning up the processes of {cid}: {ce}")
             try:
                 cg.destroy()
             except Exception as ce:  # report, but the original error is the one that matters
-                _sys.stderr.write(f"skiff-runc: cleaning up the cgroup of {cid}: {ce}\n")
+                report("error", f"cleaning up the cgroup of {cid}: {ce}")
         if shared_mnt:
             try:
                 top = _rootfs.rootfs_mount_id(config)
                 if top != pre_mount:  # the init's rootfs bind, with its mounts below
                     _rootfs.release_rootfs(LinuxSyscalls(), config.root_path, top)
             except Exception as me:
-                _sys.stderr.write(f"skiff-runc: cleaning up the mounts of {cid}: {me}\n")
+                report("error", f"cleaning up the mounts of {cid}: {me}")
         from skiff.runtime.destroy import remove_state_dir
 
         try:
             remove_state_dir(cdir)
         except OSError as re_:
-            _sys.stderr.write(f"skiff-runc: cleaning up {cdir}: {re_}\n")
+            report("error", f"cleaning up {cdir}: {re_}")
         if isinstance(e, (RuntimeFailure, KeyboardInterrupt)):
             raise
         if isinstance(e, CgroupError):

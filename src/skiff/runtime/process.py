@@ -33,25 +33,49 @@ class ProcessSetupError(Exception):
     pass
 
 
+def _not_executable(file: str) -> str:
+    """Why ``file`` is no executable by its mode (Go 1.19's ``exec.findExecutable``, which runc
+    1.1 uses), or "": a directory, or a file without any execute bit, is "permission denied"."""
+    try:
+        st = os.stat(file)
+    except OSError as e:
+        return f"stat {file}: {(e.strerror or str(e)).lower()}"
+    if (st.st_mode & 0o170000) != 0o040000 and st.st_mode & 0o111:
+        return ""
+    return "permission denied"
+
+
 def find_executable(name: str, env: list[str]) -> str:
-    """Resolve ``args[0]`` like execvp, with the container's PATH, inside the current root."""
+    """Resolve ``args[0]`` like runc 1.1 before ``create`` returns, with the container's PATH,
+    inside the current root, as the process's user: Go's ``exec.LookPath`` (mode bits), then
+    ``access(X_OK)`` (no permission for this user, a noexec mount).
+    The messages are runc's: the CLI maps "not found"/"no such file" to 127, "permission
+    denied" to 126."""
     if "/" in name:
-        if not os.path.exists(name):
-            raise ProcessSetupError(f'exec: "{name}": stat {name}: no such file or directory')
-        if os.path.isdir(name):
-            raise ProcessSetupError(f'exec: "{name}": is a directory')
-        return name
-    path = ""
-    for e in env:
-        if e.startswith("PATH="):
-            path = e[5:]
-    if not path:
-        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    for d in path.split(":"):
-        cand = os.path.join(d or ".", name)
-        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
-            return cand
-    raise ProcessSetupError(f'exec: "{name}": executable file not found in $PATH')
+        why = _not_executable(name)
+        if why:
+            raise ProcessSetupError(f'exec: "{name}": {why}')
+        found = name
+    else:
+        path = ""
+        for e in env:
+            if e.startswith("PATH="):
+                path = e[5:]
+        if not path:
+            path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for d in path.split(":"):
+            cand = os.path.join(d or ".", name)
+            if not _not_executable(cand):
+                found = cand
+                break
+        else:
+            raise ProcessSetupError(f'exec: "{name}": executable file not found in $PATH')
+    # runc asks faccessat2(AT_EACCESS) and falls back to access(2) when a seccomp filter refuses
+    # faccessat2 (EPERM) or the kernel lacks it; here the real and effective ids are the same
+    # (set_user ran), so access(2), which filters allow, gives the same answer
+    if not os.access(found, os.X_OK):
+        raise ProcessSetupError(f"exec {found}: permission denied")
+    return found
 
 
 def apply_rlimits(sys: Syscalls, proc: Process) -> None:

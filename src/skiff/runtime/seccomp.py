@@ -556,9 +556,9 @@ def compile_cached(profile: dict, cache_dir: str, where: str = "linux.seccomp") 
         os.rename(tmp, path)
         _prune(cache_dir)
     except OSError as e:  # a read-only or full state dir only costs speed
-        import sys
+        from skiff.runtime.cli import report
 
-        sys.stderr.write(f"skiff-runc: warning: cannot cache the seccomp program in {cache_dir}: {e}\n")
+        report("warning", f"cannot cache the seccomp program in {cache_dir}: {e}")
     return Program(bpf, flags)
 
 

@@ -228,12 +228,17 @@ class Manager:
     # --- lifecycle -----------------------------------------------------------------------
 
     def create(self) -> None:
-        """Make every directory (``mkdir -p``), recording the ones made for ``destroy``."""
-        for key, d in self._paths.items():
-            made = mkdirs(d, self._mountpoints[key])
-            self.created.extend(x for x in made if x not in self.created)
-            if key == "cpuset" and self.mode != "v2":
-                self._init_cpuset(d, self._mountpoints[key])
+        """Make every directory (``mkdir -p``), recording the ones made for ``destroy``. When
+        one fails, the directories already made are removed again."""
+        try:
+            for key, d in self._paths.items():
+                made = mkdirs(d, self._mountpoints[key])
+                self.created.extend(x for x in made if x not in self.created)
+                if key == "cpuset" and self.mode != "v2":
+                    self._init_cpuset(d, self._mountpoints[key])
+        except CgroupError:
+            self._remove_created()
+            raise
         if self.mode == "v2":
             # enable what the hierarchy offers so limits and statistics work; a controller that
             # cannot be enabled is reported by set() when a resource needs it
@@ -272,9 +277,13 @@ class Manager:
         made when they are left empty. Missing directories are fine (idempotent)."""
         for d in self._dirs():
             rmdir_tree(d)
-        mine = set(self._dirs())
+        self._remove_created(skip=set(self._dirs()))
+
+    def _remove_created(self, skip: set[str] | None = None) -> None:
+        """rmdir (never recursive) the directories ``create`` made, deepest first; one still
+        holding another container's cgroup stays."""
         for d in sorted(self.created, key=lambda p: p.count("/"), reverse=True):
-            if d in mine:
+            if skip and d in skip:
                 continue
             try:
                 os.rmdir(d)

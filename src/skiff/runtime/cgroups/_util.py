@@ -130,22 +130,33 @@ def read_pids(path: str) -> list[int]:
     return [int(x) for x in read(path).split()]
 
 
-def mkdirs(path: str, stop: str) -> list[str]:
-    """``mkdir -p path`` below the existing directory ``stop``; return the directories made."""
+def mkdirs(path: str, stop: str, attempts: int = 5) -> list[str]:
+    """``mkdir -p path`` below the existing directory ``stop``; return the directories made.
+
+    A parent may vanish between its mkdir and its child's: another container's runtime removes
+    a shared parent (``/skiff``) it made once that parent is empty. The walk then starts over."""
     made: list[str] = []
-    todo: list[str] = []
-    p = path
-    while p != stop and len(p) > len(stop) and not os.path.isdir(p):
-        todo.append(p)
-        p = os.path.dirname(p)
-    for d in reversed(todo):
+    for attempt in range(attempts):
+        todo: list[str] = []
+        p = path
+        while p != stop and len(p) > len(stop) and not os.path.isdir(p):
+            todo.append(p)
+            p = os.path.dirname(p)
         try:
-            os.mkdir(d, 0o755)
-        except FileExistsError:
-            continue
+            for d in reversed(todo):
+                try:
+                    os.mkdir(d, 0o755)
+                except FileExistsError:
+                    continue
+                if d not in made:
+                    made.append(d)
+            return made
+        except FileNotFoundError as e:
+            if attempt == attempts - 1:
+                raise CgroupError(f"mkdir {e.filename}: {_why(e)} (a parent cgroup kept being "
+                                  "removed while it was created)", e.errno) from None
         except OSError as e:
-            raise CgroupError(f"mkdir {d}: {_why(e)}", e.errno) from None
-        made.append(d)
+            raise CgroupError(f"mkdir {e.filename}: {_why(e)}", e.errno) from None
     return made
 
 
