@@ -175,3 +175,28 @@ def test_socket_paths_are_short_and_distinct(manager):
     b = manager.socket_path("default", "y" * 76)
     assert a != b and len(a) < len(manager.socket_dir) + 25
     assert isinstance(ShimClient(a).socket_path, str)
+
+
+def test_kill_of_a_task_deleted_meanwhile_is_not_found():
+    """Tasks.Kill racing Tasks.Delete: the shim is shutting down (a broken pipe). containerd says
+    NotFound ("process already finished"), which clients (skiffd's rm -f) take as done."""
+    from types import SimpleNamespace
+
+    from skiff.containerd.rpc import RpcError
+    from skiff.containerd.services.tasks import TasksService
+
+    class Client:
+        def kill(self, signal, *, all=False, exec_id=""):
+            raise P.ShimError(P.UNAVAILABLE, "shim /x: kill: Broken pipe")
+
+    task = SimpleNamespace(id="c1", closed=True, client=Client())
+    svc = object.__new__(TasksService)
+    svc._task = lambda context, cid: ("skiff", task)
+    req = SimpleNamespace(container_id="c1", exec_id="", all=True, signal=9)
+    kill = TasksService.Kill.__wrapped__
+    with pytest.raises(NotFound, match=r"kill task c1: process already finished"):
+        kill(svc, req, None)
+    task.closed = False          # not deleted: the shim's failure is reported as it is
+    with pytest.raises(RpcError, match="Broken pipe") as ei:
+        kill(svc, req, None)
+    assert ei.value.code == "UNAVAILABLE"

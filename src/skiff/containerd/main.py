@@ -135,7 +135,14 @@ def serve(cfg: object, *, pid_file: str | None = None, ready_fd: int | None = No
             log.error("--ready-fd %d: %s", ready_fd, e.strerror)
             server.stop()
             return 1
-    server.wait()
+    from skiff.memtrim import Trimmer
+
+    trimmer = Trimmer()  # the heap freed by start-up and by bursts goes back to the kernel
+    trimmer.start()
+    try:
+        server.wait()
+    finally:
+        trimmer.stop()
     return 0
 
 

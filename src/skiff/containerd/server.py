@@ -17,10 +17,10 @@ import signal
 import socket
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from skiff.containerd.config import Config
+from skiff.containerd.pool import ElasticThreadPool
 
 log = logging.getLogger("skiff.containerd")
 
@@ -108,7 +108,7 @@ class Server:
             self.core = Core(cfg)
             self.core.set_event_decoder(self._decode_event)
             self.grpc_server = grpc.server(
-                ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="grpc"),
+                ElasticThreadPool(max_workers=cfg.max_workers, thread_name_prefix="grpc"),
                 options=[("grpc.max_receive_message_length", cfg.max_recv_message_size),
                          ("grpc.max_send_message_length", cfg.max_send_message_size),
                          ("grpc.so_reuseport", 0)])

@@ -43,6 +43,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -819,6 +820,12 @@ class Tx:
 
 # --- the database --------------------------------------------------------------------------
 
+class _ThreadMark:
+    """Lives as long as a thread's connection slot (see ``MetaDB._conn``)."""
+
+    __slots__ = ("__weakref__",)
+
+
 class MetaDB:
     """The metadata database at ``path`` (created with its directory if missing)."""
 
@@ -891,7 +898,20 @@ class MetaDB:
             local.writable = False
             with self._conns_lock:
                 self._conns.append((pid, local.conn))
+            # closed when the thread ends (its threading.local goes): a pool whose idle threads
+            # end must not accumulate connections
+            local.owner = owner = _ThreadMark()
+            weakref.finalize(owner, self._forget, pid, local.conn)
         return local.conn
+
+    def _forget(self, pid: int, conn: sqlite3.Connection) -> None:
+        with self._conns_lock:
+            try:
+                self._conns.remove((pid, conn))
+            except ValueError:
+                return  # closed by close() already
+        if pid == os.getpid():
+            conn.close()
 
     @contextmanager
     def _tx(self, write: bool) -> Iterator[Tx]:

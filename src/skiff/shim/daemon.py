@@ -155,7 +155,11 @@ def _preload() -> None:
     import termios  # noqa: F401
     import traceback  # noqa: F401
 
-    from skiff.shim import oom, server, stdio  # noqa: F401
+    from skiff.shim import oom, runtime_fork, server, stdio  # noqa: F401
+
+    missing = runtime_fork.preload()  # skiff-runc's modules: shims run it in a fork, not an exec
+    if missing:
+        sys.stderr.write(f"skiff-shim zygote: runtime modules not preloaded: {', '.join(missing)}\n")
 
     global _libc
     _libc = ctypes.CDLL(None, use_errno=True)

@@ -5,8 +5,9 @@ is the container's subreaper: every exit below it, and every runtime command it 
 here), the pty masters and stdin FIFOs of terminal processes, and the OOM source.
 
 Runtime commands run one at a time from a queue, spawned with ``posix_spawn`` (no fork of the
-shim's memory) and finished when reaped; the request that asked for one is answered then, so
-the loop keeps serving ``state``, ``wait``, ``events`` and the terminals meanwhile.
+shim's memory; skiff-runc in a zygote-forked shim runs in a fork instead, see
+``skiff.shim.runtime_fork``) and finished when reaped; the request that asked for one is
+answered then, so the loop keeps serving ``state``, ``wait``, ``events`` and the terminals meanwhile.
 
 Exits that are reaped before their pid is known (an exec'd process that ends before
 ``exec --pid-file`` is read) are kept in a bounded table and matched when the pid is learned.
@@ -23,6 +24,7 @@ import time
 
 from skiff import fastjson
 from skiff.shim import protocol as P
+from skiff.shim import runtime_fork
 from skiff.shim.protocol import ShimError
 from skiff.shim.stdio import ProcIO
 
@@ -476,11 +478,14 @@ class Shim:
                 fds = [null, op.out, op.err]
             actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
             argv = self._argv(op.args)
-            spawn = os.posix_spawn if "/" in self.runtime else os.posix_spawnp
-            op.pid = spawn(self.runtime, argv, os.environ, file_actions=actions,
-                           setsigdef=(_signal.SIGPIPE, _signal.SIGINT, _signal.SIGHUP, SIGCHLD,
-                                      _signal.SIGTERM),
-                           setsigmask=())
+            if runtime_fork.can_fork(self.runtime):  # skiff-runc, already imported: no exec
+                op.pid = runtime_fork.fork_runtime(argv, fds)
+            else:
+                spawn = os.posix_spawn if "/" in self.runtime else os.posix_spawnp
+                op.pid = spawn(self.runtime, argv, os.environ, file_actions=actions,
+                               setsigdef=(_signal.SIGPIPE, _signal.SIGINT, _signal.SIGHUP, SIGCHLD,
+                                          _signal.SIGTERM),
+                               setsigmask=())
         except BaseException:
             for fd in (op.out, op.err):
                 if fd >= 0:

@@ -166,8 +166,13 @@ class TasksService(Service):
         _, task = self._task(context, request.container_id)
         if request.exec_id and request.all:
             raise InvalidArgument(f"kill task {task.id}: 'all' applies to the task, not to exec {request.exec_id}")
-        self._call(f"kill task {task.id}" + (f" process {request.exec_id}" if request.exec_id else ""),
-                   task.client.kill, request.signal, all=request.all, exec_id=request.exec_id)
+        what = f"kill task {task.id}" + (f" process {request.exec_id}" if request.exec_id else "")
+        try:
+            task.client.kill(request.signal, all=request.all, exec_id=request.exec_id)
+        except P.ShimError as e:
+            if task.closed:     # deleted meanwhile: its shim is shutting down (a broken pipe)
+                raise NotFound(f"{what}: process already finished (the task was deleted)") from None
+            raise rpc_error(e, what) from None
         return Empty()
 
     @handler
