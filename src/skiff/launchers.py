@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-LEAN = {"skiff-runc": "skiff.runtime.cli"}
+LEAN = {"skiff-runc": "skiff.runtime.cli", "skiff": "skiff.cli.main"}
 
 TEMPLATE = """#!{python} -IS
 # Lean launcher written by `python -m skiff.launchers` (see that module): no site, no venv scan,
