@@ -3,11 +3,14 @@ test's state directories; it spawns its own skiff-containerd (which outlives it 
 
 ``stop`` removes the containers left (``docker rm -f``), stops skiffd by PID, then stops the
 skiff-containerd it spawned by the PID in ``<exec-root>/containerd/containerd.pid`` (it ends its
-shim zygote) and waits until that process is gone.
+shim zygote) and waits until that process is gone. Last it removes the cgroup parents (skiffd's
+``--cgroup-parent``, ``/skiff`` by default) that appeared while it ran and are empty: runc and
+crun, like dockerd's ``/docker``, never remove a parent cgroup they created.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -17,21 +20,28 @@ import time
 
 DOCKER = "/usr/local/bin/docker"
 SKIFFD = os.path.join(os.path.dirname(sys.executable), "skiffd")
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_PARENT = "/skiff"       # skiffd's default
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 
 
 class Skiffd:
-    def __init__(self, run_dir: str, data_dir: str, *extra_args: str) -> None:
+    def __init__(self, run_dir: str, data_dir: str, *extra_args: str,
+                 cgroup_parent: str | None = None) -> None:
+        """``cgroup_parent``: give skiffd ``--cgroup-parent`` (a name of the test's own keeps
+        its containers' cgroups apart from other daemons'); None: skiffd's default ``/skiff``."""
         self.run_dir = run_dir
         self.data_dir = data_dir
         self.sock = os.path.join(run_dir, "skiff.sock")
         self.pidfile = os.path.join(run_dir, "skiffd.pid")
         self.log = os.path.join(data_dir, "skiffd.log")
-        self.extra_args = extra_args
+        self.cgroup_parent = cgroup_parent or CGROUP_PARENT
+        self.extra_args = (*extra_args, "--cgroup-parent", cgroup_parent) if cgroup_parent else extra_args
         os.makedirs(data_dir, exist_ok=True)
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}", "DOCKER_CONFIG": data_dir}
         self.proc: subprocess.Popen | None = None
+        self.cgroup_parents_before = self._cgroup_parents()
         self.start()
 
     def start(self) -> None:
@@ -119,6 +129,28 @@ class Skiffd:
             rm = self.docker("rm", "-f", *ids, timeout=120)
             assert rm.returncode == 0, f"cleanup: docker rm -f: {rm.stderr}"
 
+    def _cgroup_parents(self) -> set[str]:
+        """The ``<hierarchy><cgroup parent>`` directories that exist now."""
+        out = set()
+        for h in os.listdir(CGROUP_ROOT):
+            top = os.path.join(CGROUP_ROOT, h)
+            d = top + self.cgroup_parent
+            if not os.path.islink(top) and os.path.isdir(d):
+                out.add(d)
+        return out
+
+    def remove_cgroup_parents(self) -> None:
+        """rmdir (never recursive) each ``<hierarchy><cgroup parent>`` that appeared since the
+        start and is empty; one holding a child cgroup (another daemon's container) stays."""
+        for d in sorted(self._cgroup_parents() - self.cgroup_parents_before):
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EBUSY):
+                    raise AssertionError(f"cleanup: rmdir {d}: {e.strerror}") from None
+
     def stop(self) -> None:
         try:
             self.remove_all_containers()
@@ -126,4 +158,7 @@ class Skiffd:
             try:
                 self.stop_daemon()
             finally:
-                self.stop_containerd()
+                try:
+                    self.stop_containerd()
+                finally:
+                    self.remove_cgroup_parents()

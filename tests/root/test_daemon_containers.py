@@ -33,8 +33,11 @@ def test_run_rm_echo_and_exit_codes(skiffd):
     r = skiffd.docker("run", "--rm", "busybox", "nosuchcmd")
     assert r.returncode == 127
     assert 'exec: "nosuchcmd": executable file not found in $PATH' in r.stderr
-    r = skiffd.docker("run", "--rm", "busybox", "/etc")
-    assert r.returncode == 126 and "is a directory" in r.stderr
+    r = skiffd.docker("run", "--rm", "busybox", "/etc")          # runc 1.1: a directory is EACCES
+    assert r.returncode == 126 and 'exec: "/etc": permission denied' in r.stderr
+    r = skiffd.docker("run", "--rm", "busybox", "/etc/passwd")   # no execute bit: fails at create
+    assert r.returncode == 126 and 'exec: "/etc/passwd": permission denied' in r.stderr
+    assert "skiff-runc:" not in r.stdout
     r = skiffd.docker("run", "--rm", "--pull", "never", "busybox:nope", "true")
     assert r.returncode == 125 and "No such image: busybox:nope" in r.stderr, r.stderr
     r = skiffd.docker("run", "--rm", "busybox:nope", "true")      # a 404 makes the CLI pull

@@ -122,3 +122,16 @@ def test_bad_log_opts_are_refused_at_start():
     with pytest.raises(ConfigError, match="log-opts: .*compress"):
         DaemonConfig(log_opts={"compress": "true"}).validate()
     DaemonConfig(log_opts={"max-size": "10m", "max-file": "3"}).validate()
+
+
+def test_cgroup_parent_key_flag_and_validation():
+    from skiff.daemon.config import ConfigError, merge
+    from skiff.daemon.main import load_config
+
+    assert merge({}, {}).validate().cgroup_parent == "/skiff"
+    assert merge({"cgroup-parent": "/skiff-ci/a"}, {}).validate().cgroup_parent == "/skiff-ci/a"
+    cfg, _ = load_config(["--config-file", "/dev/null", "--cgroup-parent", "/skiff-x"])
+    assert cfg.cgroup_parent == "/skiff-x"
+    for bad in ("skiff", "/a/../b", "/a//b", "/"):
+        with pytest.raises(ConfigError, match="cgroup-parent"):
+            merge({"cgroup-parent": bad}, {}).validate()

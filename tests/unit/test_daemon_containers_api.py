@@ -8,6 +8,7 @@ The fake containerd plays the shim: at Tasks.Create it opens the FIFOs for writi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -73,7 +74,14 @@ class FakeContainerd:
     async def list_tasks(self):
         return [TaskInfo(t.cid, t.pid, t.status, t.exit_status) for t in self.tasks.values()]
 
-    async def prepare_snapshot(self, key, parent, snapshotter="overlayfs"):
+    @contextlib.asynccontextmanager
+    async def temporary_lease(self):
+        self.calls.append(("lease", "create"))
+        yield "lease-1"
+        self.calls.append(("lease", "delete"))
+
+    async def prepare_snapshot(self, key, parent, snapshotter="overlayfs", lease=""):
+        assert lease == "lease-1", "a new container's snapshot is prepared under a lease"
         self.snapshots[key] = parent
         return [Mount("bind", "/nonexistent-rootfs", ["rbind"])]
 

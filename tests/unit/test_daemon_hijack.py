@@ -393,6 +393,9 @@ def test_attach_notices_a_client_that_hangs_up(server: Server, monkeypatch) -> N
     server.call(c.attach_ended.wait())
     assert server.run(lambda: len(c.io._subs) if c.io else -1) == 0   # unsubscribed
     assert not c.io.closed
+    # the container's done future is shared (logs -f, other attaches): a client leaving
+    # must not cancel it
+    assert server.run(lambda: c.done is not None and not c.done.done())
 
 
 def test_a_stalled_attach_client_is_cut_off_and_holds_up_nobody(server: Server) -> None:

@@ -336,3 +336,46 @@ def test_close_before_open_releases_waiting_writers(tmp_path) -> None:
         await io.wait_closed()
 
     asyncio.run(run())
+
+
+def test_output_before_the_process_is_created_is_held_then_passed_on_or_dropped(tmp_path) -> None:
+    """With hold_until_created, what arrives before process_created() (the OCI runtime's own
+    messages: runc prints its create error on the stderr it shares with the container) is held:
+    passed on once the process exists, dropped when it never does."""
+    async def run() -> None:
+        log_path = str(tmp_path / "a-json.log")
+        io = ContainerIO(str(tmp_path / "a"), "init", stdin=False, tty=False,
+                         logger=new_logger("json-file", {}, log_path), hold_until_created=True)
+        _, out, err = io.fifo_paths()
+        await io.open()
+        sub = io.subscribe()
+        w_out = os.open(out, os.O_WRONLY)
+        w_err = os.open(err, os.O_WRONLY)
+        os.write(w_err, b"early\n")
+        await asyncio.sleep(0)
+        assert sub.pending() == 0 and [e async for e in read_logs(log_path)] == []
+        await io.process_created()
+        os.write(w_out, b"later\n")
+        os.close(w_out)
+        os.close(w_err)
+        got = [x async for x in sub]
+        assert got == [("stderr", b"early\n"), ("stdout", b"later\n")]
+        await io.wait_closed()
+        assert [e.line for e in [e async for e in read_logs(log_path)]] == [b"early\n", b"later\n"]
+
+        log_b = str(tmp_path / "b-json.log")
+        failed = ContainerIO(str(tmp_path / "b"), "init", stdin=False, tty=False,
+                             logger=new_logger("json-file", {}, log_b), hold_until_created=True)
+        _, out, err = failed.fifo_paths()
+        await failed.open()
+        sub = failed.subscribe()
+        w_out = os.open(out, os.O_WRONLY)
+        w_err = os.open(err, os.O_WRONLY)
+        os.write(w_err, b'runc create failed: exec: "/x": permission denied\n')
+        os.close(w_out)
+        os.close(w_err)              # the shim gives up: EOF, the process was never created
+        assert [x async for x in sub] == []
+        await failed.wait_closed()
+        assert [e async for e in read_logs(log_b)] == []
+
+    asyncio.run(run())

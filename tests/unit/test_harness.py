@@ -325,6 +325,22 @@ def test_foreign_objects_are_remembered_after_their_processes_go():
         "cgroup: pids:/mine", "cgroup: pids:/theirs"]
 
 
+def test_a_shared_parent_is_theirs_only_while_their_child_is_there():
+    session_start = snap(1000, OLD, cgroups={"pids:/"})
+    # during the session another session's container sits in /skiff/theirs
+    mid = snap(1100, OLD + [P(700, 1, 1010)], cgroups={"pids:/", "pids:/skiff", "pids:/skiff/theirs"})
+    foreign: set[str] = set()
+    lc.learn_foreign(session_start, mid, self_pid=SELF, token="tok", foreign=foreign,
+                     reader=FakeReader(cgroup_pids={"pids:/skiff/theirs": [700]}))
+    assert foreign == {"cgroup pids:/skiff/theirs"}
+    assert lc.diff(session_start, mid, self_pid=SELF, token="tok", foreign=foreign,
+                   reader=FakeReader(cgroup_pids={"pids:/skiff/theirs": [700]})) == []
+    # their container is gone, the empty parent stays: somebody's leak, reported
+    end = snap(1200, OLD, cgroups={"pids:/", "pids:/skiff"})
+    leaks = lc.diff(session_start, end, self_pid=SELF, token="tok", reader=FakeReader(), foreign=foreign)
+    assert [str(lk) for lk in leaks] == ["cgroup: pids:/skiff"]
+
+
 def test_format_leaks_groups_by_kind():
     text = lc.format_leaks([lc.Leak("cgroup", "pids:/a"), lc.Leak("process", "pid 1"),
                             lc.Leak("cgroup", "pids:/b")], "leak check: t")

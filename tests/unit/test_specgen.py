@@ -640,15 +640,17 @@ def test_ipc_modes() -> None:
 
 
 @pytest.mark.parametrize("host, msg", [
-    ({"Binds": ["vol1:/data"]}, "named volumes are not supported yet"),
-    ({"Binds": ["/data"]}, "anonymous volumes are not supported yet"),
+    # issue 8: named and anonymous volumes are accepted; these are still errors
+    ({"Binds": ["vol1:/data:rshared"]}, "propagation applies to bind mounts only"),
+    ({"Binds": ["/srv:/data:nocopy"]}, "nocopy applies to volumes only"),
     ({"Binds": ["/srv:/data:bogus"]}, "invalid mode: bogus"),
     ({"Binds": ["/srv:/data:ro,rw"]}, "invalid mode: ro,rw"),
     ({"Binds": ["/srv:data"]}, "must be absolute"),
     ({"Binds": ["/srv:/"]}, "destination can't be '/'"),
     ({"Binds": ["/srv:/a", "/tmp:/a/"]}, "Duplicate mount point: /a"),
     ({"Binds": ["/srv:/a"], "Tmpfs": {"/a": ""}}, "Duplicate mount point: /a"),
-    ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]}, "volumes are not supported"),
+    ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v",
+                  "VolumeOptions": {"Subpath": "x"}}]}, "Subpath is not supported"),
     ({"Mounts": [{"Type": "bind", "Source": "/nope", "Target": "/v"}]},
      "bind source path does not exist: /nope"),
     ({"Mounts": [{"Type": "bind", "Source": "/srv", "Target": ""}]}, "Target must not be empty"),
@@ -661,8 +663,7 @@ def test_ipc_modes() -> None:
     ({"Tmpfs": {"/t": "size=1m,bogus"}}, 'Invalid tmpfs option "bogus"'),
     ({"Tmpfs": {"t": ""}}, "must be absolute"),
     ({"Tmpfs": {"/": ""}}, "destination can't be '/'"),
-    ({"VolumesFrom": ["other"]}, "VolumesFrom: volumes are not supported yet"),
-    ({"VolumeDriver": "local"}, "volume drivers"),
+    ({"VolumeDriver": "nfs"}, "volume drivers other than local"),
 ])
 def test_mount_errors(host: dict, msg: str) -> None:
     cfg, h = cli_body(**host)
@@ -705,13 +706,13 @@ def test_join_network_namespace_path() -> None:
 
 
 @pytest.mark.parametrize("host, msg", [
-    ({"NetworkMode": "mynet"}, "user-defined networks are not supported yet"),
-    ({"NetworkMode": "container:abc"}, "joining another container's network namespace"),
-    ({"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}},
-     "published ports need bridge networking, not implemented yet"),
-    ({"PublishAllPorts": True}, "published ports need bridge networking"),
+    # issue 8 networking: user networks, container: and published ports are accepted; these not
+    ({"NetworkMode": "my net!"}, "invalid network mode"),
+    ({"NetworkMode": "container:"}, "no container given"),
+    ({"NetworkMode": "none", "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}},
+     "port publishing and the container type network mode"),
+    ({"PortBindings": {"80-90/tcp": [{"HostIp": "", "HostPort": "8080"}]}}, "port ranges"),
     ({"Links": ["a:b"]}, "legacy container links"),
-    ({"ExtraHosts": ["h:1.2.3.4"]}, "ExtraHosts"),
     ({"Dns": ["1.1.1.1"]}, "custom DNS servers"),
     ({"IpcMode": "container:abc"}, "sharing another container's IPC namespace"),
     ({"IpcMode": "weird"}, "invalid IPC mode: weird"),
@@ -891,7 +892,7 @@ def test_restart_policies_accepted(policy: dict) -> None:
     ({"Healthcheck": {"Test": ["CMD", "true"], "Interval": 1000}},
      "Interval in Healthcheck cannot be less than 1ms"),
     ({"Healthcheck": {"Retries": -1}}, "Retries in Healthcheck cannot be negative"),
-    ({"Volumes": {"/data": {}}}, "anonymous volumes are not supported yet"),
+    ({"Volumes": {"data": {}}}, "must be absolute"),   # issue 8: absolute ones are volumes
     ({"MacAddress": "02:42:ac:11:00:02"}, "MacAddress"),
     ({"User": "a:b:c"}, "invalid user"),
     ({"Cmd": [1, 2]}, "Cmd: expected a string or an array of strings"),
@@ -1065,3 +1066,28 @@ def test_many_flags_cli_body() -> None:
     assert mount(spec, "/m")["options"] == ["rbind", "ro", "rprivate"]
     assert mount(spec, "/dev/shm")["options"][-1] == "size=33554432"
     assert spec["hostname"] == "hh"
+
+
+# --- volumes (issue 8): parsed here, resolved by skiff.daemon.volumes --------------------------
+def test_volume_mounts_become_binds_and_explicit_binds_win() -> None:
+    cfg, h = cli_body({"Volumes": {"/img": {}}}, Binds=["named:/data:ro", "/anon", "/srv:/img"],
+                      Mounts=[{"Type": "volume", "Source": "", "Target": "/m",
+                               "VolumeOptions": {"NoCopy": True, "Labels": {"a": "b"}}}])
+    vm = [("/data", "/vols/named/_data", True), ("/anon", "/vols/x/_data", False),
+          ("/m", "/vols/y/_data", False), ("/img", "/vols/z/_data", False)]
+    spec = build(cfg, h, volume_mounts=vm)
+    assert mount(spec, "/data") == {"destination": "/data", "type": "bind",
+                                    "source": "/vols/named/_data", "options": ["rbind", "ro", "rprivate"]}
+    assert mount(spec, "/anon")["options"] == ["rbind", "rprivate"]
+    assert mount(spec, "/m")["source"] == "/vols/y/_data"
+    assert mount(spec, "/img")["source"] == "/srv"      # the bind wins over the image's volume
+    ms = {m.destination: m for m in sg.user_mounts(h, SI)}
+    assert (ms["/data"].kind, ms["/data"].name, ms["/data"].ro) == ("volume", "named", True)
+    assert (ms["/anon"].kind, ms["/anon"].name) == ("volume", "")
+    assert (ms["/m"].nocopy, ms["/m"].vol_labels) == (True, {"a": "b"})
+
+
+def test_unresolved_volume_is_an_error() -> None:
+    cfg, h = cli_body(Binds=["named:/data"])
+    with pytest.raises(InvalidParameter, match=r"volumes at \['/data'\] were not resolved"):
+        build(cfg, h)

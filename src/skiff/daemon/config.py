@@ -12,7 +12,7 @@
       "live-restore": true,                   "debug": false,
       "tls": false, "tlsverify": true, "tlscacert": "ca.pem", "tlscert": "cert.pem",
       "tlskey": "key.pem",                    "group": "docker",
-      "containerd": "/run/skiff/containerd.sock"
+      "containerd": "/run/skiff/containerd.sock", "cgroup-parent": "/skiff"
     }
 
 ``containerd`` names the socket of a containerd to use (as dockerd's ``--containerd``); without
@@ -35,6 +35,7 @@ from typing import Any
 DEFAULT_CONFIG_FILE = "/etc/skiff/daemon.json"
 DEFAULT_DATA_ROOT = "/var/lib/skiff"
 DEFAULT_EXEC_ROOT = "/run/skiff"
+DEFAULT_CGROUP_PARENT = "/skiff"
 DEFAULT_SOCKET = "/run/skiff/skiff.sock"
 DEFAULT_GROUP = "docker"
 DEFAULT_RUNTIME = "skiff-runc"
@@ -85,6 +86,13 @@ class DaemonConfig:
     group: str = DEFAULT_GROUP
     group_explicit: bool = False           # set by the file or a flag (then it must exist)
     containerd: str = ""                   # "" means skiff-containerd on <exec-root>/containerd.sock
+    cgroup_parent: str = DEFAULT_CGROUP_PARENT   # containers' cgroups are <parent>/<id>
+    # default bridge network (issue 8): bridge name ("" = skiff0, or the next free skiffN when
+    # another skiffd holds skiff0), its address/prefix ("" = a free /16 from 172.30.0.0/16 on),
+    # and the MTU of the containers' interfaces
+    bridge: str = ""
+    bip: str = ""
+    mtu: int = 1500
 
     def effective_pidfile(self) -> str:
         return self.pidfile or os.path.join(self.exec_root, "skiffd.pid")
@@ -115,6 +123,11 @@ class DaemonConfig:
         if self.containerd and not os.path.isabs(self.containerd_address()):
             raise ConfigError(f"containerd: {self.containerd!r}: expected an absolute socket path "
                               "(or unix:///path)")
+        parts = self.cgroup_parent.split("/")
+        if not self.cgroup_parent.startswith("/") or any(p in (".", "..") for p in parts) or \
+                "" in parts[1:]:
+            raise ConfigError(f"cgroup-parent: {self.cgroup_parent!r}: expected an absolute cgroup "
+                              "path like /skiff (no empty, '.' or '..' parts)")
         if self.pidfile and not os.path.isabs(self.pidfile):
             raise ConfigError(f"pidfile: {self.pidfile!r} is not an absolute path")
         for name, rt in self.runtimes.items():
@@ -185,6 +198,14 @@ def _str(key: str, v: Any) -> str:
     return v
 
 
+def _int(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{key}: expected an integer, got {json.dumps(v)}")
+    if key == "mtu" and not 68 <= v <= 65535:
+        raise ConfigError(f"mtu: {v} is out of range (68..65535)")
+    return v
+
+
 def _bool(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{key}: expected true or false, got {json.dumps(v)}")
@@ -241,6 +262,10 @@ KEYS: dict[str, tuple[str, Any]] = {
     "tlskey": ("tlskey", _str),
     "group": ("group", _str),
     "containerd": ("containerd", _str),
+    "cgroup-parent": ("cgroup_parent", _str),
+    "bridge": ("bridge", _str),
+    "bip": ("bip", _str),
+    "mtu": ("mtu", _int),
 }
 
 

@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--containerd", metavar="ADDRESS",
                    help="containerd socket to use (default: skiff-containerd on <exec-root>/containerd.sock, "
                         "started when not running)")
+    p.add_argument("--cgroup-parent", help="parent cgroup of containers (default /skiff)")
     p.add_argument("-G", "--group", help="group of the Unix socket (default docker, else root)")
     return p
 

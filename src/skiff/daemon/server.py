@@ -143,15 +143,32 @@ class Daemon:
         self.cd: Any = None
         self.image_service: Any = None
         self.container_service: Any = None
+        self.volume_service: Any = None   # issue 8 volumes
+        self.exec_service: Any = None
+        self.network: Any = None          # issue 8: NetworkManager
 
     def app(self) -> web.Application:
         routers: list[Router] = [SystemRouter(self.system, self.events)]
         if self.image_service is not None:
             from skiff.daemon.api.images import ImagesRouter
-            routers.append(ImagesRouter(self.image_service))
+            routers.append(ImagesRouter(self.image_service, self.container_service,
+                                        os.path.join(self.cfg.data_root, "tmp")))
         if self.container_service is not None:
             from skiff.daemon.api.containers import ContainersRouter
             routers.append(ContainersRouter(self.container_service))
+        if self.image_service is not None and self.container_service is not None:
+            from skiff.daemon.api.df import DiskUsageRouter
+            routers.append(DiskUsageRouter(self.image_service, self.container_service,
+                                           self.volume_service))
+        if self.volume_service is not None:   # issue 8 volumes
+            from skiff.daemon.api.volumes import VolumesRouter
+            routers.append(VolumesRouter(self.volume_service))
+        if self.exec_service is not None:
+            from skiff.daemon.api.exec import ExecRouter
+            routers.append(ExecRouter(self.exec_service))
+        if self.network is not None and self.container_service is not None:   # issue 8
+            from skiff.daemon.api.networks import NetworksRouter
+            routers.append(NetworksRouter(self.network, self.container_service, self.events))
         return make_app(routers)
 
     async def connect_backends(self) -> None:
@@ -169,19 +186,60 @@ class Daemon:
         images = ImageService(self.cd, self.events)
         await images.ensure_builtin()
         containers = ContainerService(self.cfg, self.cd, images, self.events)
+        images.tmp_dir = os.path.join(self.cfg.data_root, "tmp")
+        from skiff.daemon.images.transfer import clean_scratch
+        await asyncio.to_thread(clean_scratch, images.tmp_dir)
+        images.registry_mirrors = list(self.cfg.registry_mirrors)
+        images.insecure_registries = list(self.cfg.insecure_registries)
+        images.containers_using = lambda image_id: [
+            (c.id, c.state.status in ("running", "paused", "restarting"))
+            for c in containers.store.all() if c.image_id == image_id]
         for err in containers.load():
             log.error("%s", err)
+        # issue 8 volumes
+        from skiff.daemon.volumes.service import VolumeService
+
+        def container_id(ref: str) -> str:
+            return str(containers.store.get(ref).id)
+        volumes = VolumeService(self.cfg.data_root, container_id, self.events)
+        for err in await asyncio.to_thread(volumes.load):
+            log.error("%s", err)
+        containers.volumes = volumes
         cfg = self.cfg
 
         async def restart_containerd() -> None:
             if not cfg.containerd:            # one skiffd started: start it again if it died
                 await ensure_containerd(cfg)
 
+        # issue 8 networking: the default bridge network; its leftovers are reconciled with the
+        # tasks that still run before the containers are (a restart policy may start some)
+        from skiff.daemon.network.manager import NetworkManager
+        network = NetworkManager(cfg.data_root, cfg.exec_root, bridge=cfg.bridge, bip=cfg.bip, mtu=cfg.mtu)
+        containers.network = network
+        self.network = network
+        for err in network.load():
+            log.error("%s", err)
+        from skiff.daemon.network.dns import DnsService
+        network.dns = DnsService(network.resolve)
+
+        def names(cid: str) -> list[str]:
+            c = containers.store.by_id.get(cid)
+            if c is None:
+                return [cid[:12]]
+            return [c.name.lstrip("/"), str(c.config.get("Hostname") or cid[:12])]
+        network.container_names = names
+        await network.reconcile({t.id for t in await self.cd.list_tasks()
+                                 if t.status in ("running", "paused", "pausing")})
         # subscribe before reconciling: no exit is missed
         await containers.start_monitor(restart_containerd)
         await containers.reconcile()
+        volumes.restore([c.id for c in containers.store.all()        # issue 8 volumes
+                         if c.state.status in ("running", "paused")])
+        self.volume_service = volumes
         self.image_service = images
         self.container_service = containers
+        from skiff.daemon.containers.exec import ExecService
+        self.exec_service = ExecService(containers)
         self.containers = containers
         self.images = _ImageCount(images, asyncio.get_running_loop())
         self.system.containers = self.containers
@@ -195,6 +253,7 @@ class Daemon:
         pidfile.create()
         unix_paths: list[str] = []
         runner: web.AppRunner | None = None
+        trimmer: asyncio.Task[None] | None = None
         try:
             os.makedirs(cfg.exec_root, mode=0o755, exist_ok=True)
             self.system.engine_id()
@@ -221,12 +280,19 @@ class Daemon:
                 log.info("API listening on %s", host)
             if ready is not None:
                 ready.set()
+            trimmer = asyncio.get_running_loop().create_task(_trim_memory(), name="malloc-trim")
             await stop.wait()
             log.info("shutting down")
         finally:
+            if trimmer is not None:
+                trimmer.cancel()
             self.events.close()
+            if self.exec_service is not None:
+                await self.exec_service.shutdown()
             if self.container_service is not None:
                 await self.container_service.shutdown()   # containers keep running
+            if self.network is not None:               # issue 8 networking
+                await self.network.shutdown()
             if runner is not None:
                 await runner.cleanup()
             if self.cd is not None:
@@ -239,6 +305,16 @@ class Daemon:
                         log.error("remove %s: %s", path, e.strerror)
             pidfile.remove()
             log.info("stopped")
+
+
+async def _trim_memory(interval: float = 10.0) -> None:
+    """Give the heap freed by start-up (and later by bursts of requests) back to the kernel:
+    now, then every ``interval`` seconds (see skiff.memtrim)."""
+    from skiff import memtrim
+
+    while True:
+        memtrim.trim()
+        await asyncio.sleep(interval)
 
 
 def run_forever(daemon: Daemon) -> int:

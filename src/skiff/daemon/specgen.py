@@ -31,13 +31,15 @@ Read-only bind mounts use ``ro`` (not ``rro``), which every runtime here knows.
 Host facts (bounding set, cgroup layout, swap accounting, CPUs, devices) come from a
 ``SysInfo``; ``SysInfo.detect()`` reads this host, tests build their own.
 
-Not here yet, refused clearly: named and anonymous volumes, ``VolumesFrom``, ``Links``,
-published ports, user-defined networks and ``container:`` namespace modes (issue 8, networking
-and volumes), AppArmor profiles other than ``unconfined``, SELinux labels, user namespace
-remapping, GPUs (``DeviceRequests``), Windows-only fields. ``NetworkMode`` ``default`` and
-``bridge`` give a new network namespace with loopback only until bridge networking lands
-(issue 8); ``none`` the same, ``host`` none. Volumes an image declares (``VOLUME``) are not
-mounted: their data stays in the container's writable layer until issue 8.
+Not here yet, refused clearly: ``Links``, volume drivers other than ``local``, ``--dns*``
+options and ``MacAddress`` (issue 8, networking), port ranges, AppArmor profiles other than
+``unconfined``, SELinux labels, user namespace remapping, GPUs (``DeviceRequests``), Windows-only
+fields. Network modes (issue 8): ``default``/``bridge`` and user-defined network names get the
+namespace ``skiff.daemon.network`` makes at start (the spec names its path), ``none`` a new one
+with loopback only, ``host`` none, ``container:<ref>`` the other container's (put in the spec at
+start by the containers backend); published ports are checked here (``_check_ports``). Volumes (named, anonymous, image ``VOLUME``s,
+``VolumesFrom``) are parsed here and resolved to host directories by ``skiff.daemon.volumes``,
+which hands them in as ``SpecInput.volume_mounts``.
 """
 
 from __future__ import annotations
@@ -109,7 +111,6 @@ _TMPFS_FLAGS = {  # option -> (flag group, for de-duplication as moby's MergeTmp
 _TMPFS_DATA = frozenset({"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol"})
 _DEVICE_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
 
-_VOLUMES_LATER = "volumes are not supported yet (issue 8: networking and volumes)"
 _NETWORK_LATER = "not supported yet (issue 8: networking and volumes)"
 
 
@@ -553,6 +554,19 @@ def _network_private(mode: str) -> bool:
     return mode != "host" and not _container_mode(mode)
 
 
+def _check_ports(config: dict, host: dict) -> None:
+    """Published ports (issue 8): valid bindings, and only on the bridge network."""
+    from skiff.daemon.network.ports import PortError, parse
+
+    try:
+        maps = parse(host, config.get("ExposedPorts"))
+    except PortError as e:
+        raise _bad(str(e)) from None
+    nm = host.get("NetworkMode") or "default"
+    if maps and (nm == "none" or _container_mode(nm)):
+        raise _bad("conflicting options: port publishing and the container type network mode")
+
+
 def _check_sysctl(key: str, host: dict) -> None:
     """runc's rule: only sysctls of a namespace the container has its own of."""
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
@@ -616,6 +630,13 @@ class _Mount:
     options: list[str] = field(default_factory=list)
     propagation: str = ""        # bind propagation asked for (shared/slave set rootfsPropagation)
     fallback: bool = False       # rslave chosen by skiffd, not asked for: root propagation kept
+    # --- volumes (issue 8, skiff.daemon.volumes): kind "volume"; name "" = anonymous
+    name: str = ""
+    nocopy: bool = False
+    vol_labels: dict[str, str] = field(default_factory=dict)
+    vol_driver: str = ""
+    vol_options: dict[str, str] = field(default_factory=dict)
+    ro: bool = False
 
 
 def _valid_mode(mode: str) -> bool:
@@ -643,13 +664,14 @@ def _has_propagation(raw: str) -> bool:
 
 
 def _parse_bind(raw: str) -> _Mount:
-    """A ``Binds`` entry ``/host:/ctr[:mode]``; named or anonymous volumes are refused."""
+    """A ``Binds`` entry ``/host:/ctr[:mode]``, ``name:/ctr[:mode]`` (a named volume) or
+    ``/ctr`` (an anonymous volume)."""
     if not isinstance(raw, str) or not raw:
         raise _bad(f"invalid volume specification: '{raw}'")
     arr = raw.split(":", 3)
     mode = ""
-    if len(arr) == 1:
-        raise _bad(f"invalid volume specification '{raw}': anonymous {_VOLUMES_LATER}")
+    if len(arr) == 1:   # issue 8: an anonymous volume
+        return _Mount(_clean_abs(arr[0], raw), "volume")
     if len(arr) == 2:
         if _valid_mode(arr[1]):
             raise _bad(f"invalid volume specification: '{raw}'")
@@ -660,13 +682,17 @@ def _parse_bind(raw: str) -> _Mount:
         raise _bad(f"invalid volume specification: '{raw}'")
     if mode and not _valid_mode(mode):
         raise _bad(f"invalid mode: {mode}")
-    if not src.startswith("/"):
-        raise _bad(f"invalid volume specification '{raw}': named {_VOLUMES_LATER}")
     modes = mode.split(",") if mode else []
-    if "nocopy" in modes:
-        raise _bad(f"invalid volume specification '{raw}': nocopy applies to volumes; "
-                   f"{_VOLUMES_LATER}")
     dst_c = _clean_abs(dst, raw)
+    if not src.startswith("/"):   # issue 8: a named volume
+        if not src:
+            raise _bad(f"invalid volume specification: '{raw}'")
+        if any(m in _PROPAGATIONS for m in modes):
+            raise _bad(f"invalid volume specification '{raw}': propagation applies to bind "
+                       "mounts only")
+        return _Mount(dst_c, "volume", name=src, nocopy="nocopy" in modes, ro="ro" in modes)
+    if "nocopy" in modes:
+        raise _bad(f"invalid volume specification '{raw}': nocopy applies to volumes only")
     prop = next((m for m in modes if m in _PROPAGATIONS), "rprivate")
     opts = ["rbind"]
     if "ro" in modes:
@@ -685,10 +711,27 @@ def _parse_api_mount(m: Any, i: int, si: SysInfo) -> _Mount:
     def err(msg: str) -> InvalidParameter:
         return _bad(f'invalid mount config for type "{typ}": {msg}')
 
-    if typ in ("volume", "npipe", "cluster", "image"):
-        raise err(f"{typ} mounts: {_VOLUMES_LATER}")
-    if typ not in ("bind", "tmpfs"):
+    if typ in ("npipe", "cluster", "image"):
+        raise err(f"{typ} mounts are not supported by skiffd")
+    if typ not in ("bind", "tmpfs", "volume"):
         raise err("mount type unknown")
+    if typ == "volume":   # issue 8
+        if not target:
+            raise err("field Target must not be empty")
+        try:
+            dst = _clean_abs(target, target)
+        except InvalidParameter as e:
+            raise err(str(e)) from None
+        for k in ("BindOptions", "TmpfsOptions"):
+            if m.get(k):
+                raise err(f"field {k} must not be specified")
+        vo = m.get("VolumeOptions") or {}
+        if vo.get("Subpath"):
+            raise err("VolumeOptions.Subpath is not supported by skiffd")
+        dc = vo.get("DriverConfig") or {}
+        return _Mount(dst, "volume", name=m.get("Source") or "", nocopy=bool(vo.get("NoCopy")),
+                      vol_labels=dict(vo.get("Labels") or {}), vol_driver=dc.get("Name") or "",
+                      vol_options=dict(dc.get("Options") or {}), ro=bool(m.get("ReadOnly")))
     if m.get("VolumeOptions"):
         raise err("field VolumeOptions must not be specified")
     if not target:
@@ -801,14 +844,11 @@ def parse_device_rule(rule: str) -> dict:
 
 # Fields skiffd refuses when set to anything but their zero value, with the reason.
 _REFUSED = {
-    "VolumeDriver": f"volume drivers: {_VOLUMES_LATER}",
-    "VolumesFrom": f"VolumesFrom: {_VOLUMES_LATER}",
+    "VolumeDriver": "volume drivers other than local are not supported by skiffd",
     "Links": f"legacy container links: {_NETWORK_LATER}",
-    "PublishAllPorts": "published ports need bridge networking, not implemented yet (issue 8)",
     "Dns": f"Dns: custom DNS servers are {_NETWORK_LATER}",
     "DnsOptions": f"DnsOptions: {_NETWORK_LATER}",
     "DnsSearch": f"DnsSearch: {_NETWORK_LATER}",
-    "ExtraHosts": f"ExtraHosts: {_NETWORK_LATER}",
     "DeviceRequests": "DeviceRequests (GPUs) are not supported by skiffd",
     "StorageOpt": "StorageOpt is not supported by the overlayfs snapshotter",
     "KernelMemory": "KernelMemory is not supported (kernel memory limits were removed from "
@@ -893,8 +933,8 @@ def validate_create(config: dict, host: dict | None, *, si: SysInfo | None = Non
             raise _bad(f"{k} in Healthcheck cannot be less than 1ms")
     if (hc.get("Retries") or 0) < 0:
         raise _bad("Retries in Healthcheck cannot be negative")
-    if config.get("Volumes"):
-        raise _bad(f"anonymous {_VOLUMES_LATER}: Volumes {sorted(config['Volumes'])}")
+    for v in config.get("Volumes") or {}:   # issue 8: anonymous volumes
+        _clean_abs(v, v)
     if config.get("MacAddress"):
         raise _bad(f"MacAddress: {_NETWORK_LATER}")
     if config.get("User"):
@@ -902,10 +942,11 @@ def validate_create(config: dict, host: dict | None, *, si: SysInfo | None = Non
     # --- HostConfig: what is not there yet
     for key, why in _REFUSED.items():
         v = host.get(key)
+        if key == "VolumeDriver" and v == "local":   # issue 8 volumes: the one driver
+            continue
         if why and not _empty(v):
             raise _bad(why)
-    if host.get("PortBindings"):
-        raise _bad("published ports need bridge networking, not implemented yet (issue 8)")
+    _check_ports(config, host)      # issue 8 networking
     if host.get("IOMaximumIOps") or host.get("IOMaximumBandwidth"):
         raise _bad("Invalid QoS settings: linux does not support Maximum IO Bandwidth or "
                    "Maximum IO IOps")
@@ -955,9 +996,12 @@ def validate_create(config: dict, host: dict | None, *, si: SysInfo | None = Non
     nm = host.get("NetworkMode") or "default"
     if nm not in ("default", "bridge", "none", "host"):
         if _container_mode(nm):
-            raise _bad(f"NetworkMode {nm}: joining another container's network namespace is "
-                       f"{_NETWORK_LATER}")
-        raise _bad(f"network {nm}: user-defined networks are {_NETWORK_LATER}")
+            if not nm[len("container:"):]:
+                raise _bad(f"invalid network mode {nm!r}: no container given")
+            if config.get("Hostname"):
+                raise _bad("conflicting options: hostname and the network mode")
+        elif not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", nm):
+            raise _bad(f"invalid network mode {nm!r}")
     for key, valid in (("IpcMode", ("", "none", "private", "shareable", "host")),
                        ("PidMode", ("", "host")), ("UTSMode", ("", "host")),
                        ("CgroupnsMode", ("", "private", "host"))):
@@ -1262,6 +1306,9 @@ class SpecInput:
     data_root: str = ""               # skiffd's data root: binds of a parent of it get rslave
     user: dict | None = None          # resolved process.user (resolve_user); None = numeric
     sysinfo: SysInfo | None = None
+    # issue 8: every mount the volume service resolved (volumes, VolumesFrom, image VOLUMEs):
+    # (destination, host source, read-only); binds of the same destination in HostConfig win
+    volume_mounts: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
 def default_hostname(container_id: str, host: dict | None) -> str:
@@ -1401,6 +1448,19 @@ def build_spec(c: SpecInput) -> dict:
 
     # mounts (moby's withMounts)
     um = user_mounts(host, si, c.data_root.rstrip("/"))
+    # issue 8: volumes come resolved from skiff.daemon.volumes
+    vol_dests = {m.destination for m in um if m.kind == "volume"}
+    um = [m for m in um if m.kind != "volume"]
+    taken = {m.destination for m in um}
+    resolved = {d for d, _s, _r in c.volume_mounts}
+    if vol_dests - resolved:
+        raise _bad(f"container {c.id}: volumes at {sorted(vol_dests - resolved)} were not "
+                   "resolved by the volume service")
+    for d, src, ro in c.volume_mounts:
+        if d not in taken:
+            um.append(_Mount(d, "bind", src, ["rbind", "ro", "rprivate"] if ro
+                             else ["rbind", "rprivate"], "rprivate"))
+            taken.add(d)
     etc = [_Mount(dst, "bind", src, ["rbind", "rprivate"] if not host.get("ReadonlyRootfs")
                   else ["rbind", "ro", "rprivate"])
            for dst, src in sorted(c.etc_files.items(), key=lambda kv: _ETC_ORDER.get(kv[0], 9))]

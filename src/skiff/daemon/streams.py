@@ -56,6 +56,7 @@ log = logging.getLogger("skiff.daemon.streams")
 MAX_MESSAGE = 16 * 1024           # dockerd's copier buffer: longer lines become partial messages
 SUBSCRIBER_LIMIT = 8 * 1024 * 1024
 _READ_SIZE = 1 << 16
+HELD_LIMIT = 64 * 1024           # output held until the process is created (a runtime's error)
 
 
 class SlowSubscriber(Exception):
@@ -139,7 +140,7 @@ class Subscription:
 
 
 class _Output:
-    __slots__ = ("stream", "path", "fd", "partial", "eof")
+    __slots__ = ("stream", "path", "fd", "partial", "eof", "held")
 
     def __init__(self, stream: str, path: str) -> None:
         self.stream = stream
@@ -147,6 +148,7 @@ class _Output:
         self.fd = -1
         self.partial = bytearray()
         self.eof = False
+        self.held = bytearray()      # read before the process was created (see _readable)
 
 
 class ContainerIO:
@@ -155,8 +157,12 @@ class ContainerIO:
 
     def __init__(self, fifo_dir: str, name: str = "init", *, stdin: bool, tty: bool,
                  logger: LogWriter | None, subscriber_limit: int = SUBSCRIBER_LIMIT,
-                 on_stdin_closed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_stdin_closed: Callable[[], Awaitable[None]] | None = None,
+                 hold_until_created: bool = False) -> None:
         self.fifo_dir = fifo_dir
+        # output read before process_created() is held (dropped if the process never is): see
+        # _readable
+        self.hold_until_created = hold_until_created
         self.name = name
         self.stdin = stdin
         self.tty = tty
@@ -207,13 +213,19 @@ class ContainerIO:
 
     async def reopen(self) -> None:
         """Open the FIFOs of a process that the shim still runs (after a skiffd restart)."""
-        self._open(restore=True)
         self._created = True
+        self._open(restore=True)
 
     async def process_created(self) -> None:
-        """The task (or exec) was created: the shim holds its ends of the FIFOs. Carries out
-        a ``close_stdin`` that came before."""
+        """The task (or exec) was created: the shim holds its ends of the FIFOs. Passes on the
+        output held until now and carries out a ``close_stdin`` that came before."""
         self._created = True
+        now = time.time_ns()
+        for o in self._outputs:
+            if o.held:
+                data = bytes(o.held)
+                o.held.clear()
+                self._deliver(o, data, now)
         if self._stdin_closed:
             await self._do_close_stdin()
 
@@ -264,7 +276,18 @@ class ContainerIO:
         if not data:
             self._eof(o)
             return
-        now = time.time_ns()
+        if self.hold_until_created and not self._created:
+            # Until the process exists only the OCI runtime writes here: a shim gives it the
+            # FIFOs as its stdio, and runc, crun print their create error on stderr. That error
+            # is the API's answer, not the container's output: held, dropped if create fails.
+            if len(o.held) + len(data) > HELD_LIMIT:
+                log.warning("%s: %s: more than %d bytes before the process was created: the "
+                            "rest dropped", self.describe(), o.stream, HELD_LIMIT)
+            o.held += data[:max(0, HELD_LIMIT - len(o.held))]
+            return
+        self._deliver(o, data, time.time_ns())
+
+    def _deliver(self, o: _Output, data: bytes, now: int) -> None:
         if self.logger is not None:
             self._log(o, data, now)
         for sub in list(self._subs):
@@ -297,6 +320,10 @@ class ContainerIO:
 
     def _eof(self, o: _Output) -> None:
         assert self._loop is not None
+        if o.held and not self._created:
+            log.info("%s: %s: dropped what the runtime wrote before the process existed: %r",
+                     self.describe(), o.stream, bytes(o.held[:500]))
+            o.held.clear()
         self._loop.remove_reader(o.fd)
         os.close(o.fd)
         o.fd = -1

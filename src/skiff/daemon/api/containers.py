@@ -44,13 +44,24 @@ async def _json_body(request: web.Request) -> Any:
         raise InvalidParameter(f"invalid JSON body: {e}") from None
 
 
+def _drop(request: web.Request) -> None:
+    """Close the connection under a streamed answer that failed after its headers."""
+    if request.transport is not None:
+        request.transport.close()
+
+
 def _empty(status: int = 204) -> web.Response:
     return web.Response(status=status)
 
 
 class ContainersRouter(Router):
     def __init__(self, backend: ContainerService) -> None:
+        from skiff.daemon.containers.archive import ArchiveService
+        from skiff.daemon.containers.stats import ResourceService
+
         self.b = backend
+        self.res = ResourceService(backend)
+        self.archive = ArchiveService(backend)
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -70,6 +81,16 @@ class ContainersRouter(Router):
             ("POST", "/containers/prune", self.prune),
             ("GET", "/containers/{id}/logs", self.logs),
             ("POST", "/containers/{id}/attach", self.attach),
+            # top, stats, update (skiff.daemon.containers.stats)
+            ("GET", "/containers/{id}/top", self.top),
+            ("GET", "/containers/{id}/stats", self.stats),
+            ("POST", "/containers/{id}/update", self.update),
+            # docker cp / export / diff (skiff.daemon.containers.archive)
+            ("HEAD", "/containers/{id}/archive", self.archive_stat),
+            ("GET", "/containers/{id}/archive", self.archive_get),
+            ("PUT", "/containers/{id}/archive", self.archive_put),
+            ("GET", "/containers/{id}/export", self.export),
+            ("GET", "/containers/{id}/changes", self.changes),
         ]
 
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -193,3 +214,84 @@ class ContainersRouter(Router):
             request, io, tty=c.tty, open_stdin=bool(c.config.get("OpenStdin")),
             stdin_once=bool(c.config.get("StdinOnce")), log_path=c.log_path or None, done=done,
             close_stdin=close_stdin, on_detach=lambda: self.b.publish(c, "detach"))
+
+    # -- top, stats, update ------------------------------------------------------------------------
+    async def top(self, request: web.Request) -> web.StreamResponse:
+        return json_response(await self.res.top(request.match_info["id"],
+                                                request.query.get("ps_args", "")))
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        stream = bool_value(q.get("stream")) if "stream" in q else True
+        one_shot = bool_value(q.get("one-shot"))
+        if one_shot and stream:
+            raise InvalidParameter("cannot have stream=true and one-shot=true")
+        samples = self.res.stats(request.match_info["id"], stream, one_shot)
+        first = await anext(samples)             # a 404 is still a plain error answer
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        try:
+            await resp.write(first)
+            async for line in samples:
+                await resp.write(line)
+        finally:
+            await samples.aclose()
+        await resp.write_eof()
+        return resp
+
+    async def update(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        return json_response(await self.res.update(request.match_info["id"], body))
+
+    # -- archive (docker cp), export, changes (docker diff) ----------------------------------------
+    async def archive_stat(self, request: web.Request) -> web.StreamResponse:
+        from skiff.daemon.containers.archive import STAT_HEADER, stat_header
+
+        st = await self.archive.stat(request.match_info["id"], request.query.get("path", ""))
+        return web.Response(status=200, headers={STAT_HEADER: stat_header(st)})
+
+    async def archive_get(self, request: web.Request) -> web.StreamResponse:
+        from skiff.daemon.containers.archive import STAT_HEADER, stat_header
+
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+
+        async def start(st: dict) -> None:
+            resp.headers[STAT_HEADER] = stat_header(st)
+            await resp.prepare(request)
+
+        try:
+            await self.archive.get(request.match_info["id"], request.query.get("path", ""), start, resp.write)
+        except Exception:
+            if not resp.prepared:
+                raise
+            _drop(request)   # cut short: the client sees a broken tar
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def archive_put(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        await self.archive.put(request.match_info["id"], q.get("path", ""), request.content,
+                               no_overwrite_dir_non_dir=bool_value(q.get("noOverwriteDirNonDir")),
+                               copy_uid_gid=bool_value(q.get("copyUIDGID")))
+        return web.Response(status=200)
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-tar"})
+
+        async def start() -> None:
+            await resp.prepare(request)
+
+        try:
+            await self.archive.export(request.match_info["id"], start, resp.write)
+        except Exception:
+            if not resp.prepared:
+                raise
+            _drop(request)
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def changes(self, request: web.Request) -> web.StreamResponse:
+        c = self.b.get(request.match_info["id"])
+        return json_response(await self.b.changes(c))

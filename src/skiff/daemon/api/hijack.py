@@ -440,7 +440,9 @@ async def attach_streams(hj: Hijacked, io: ContainerIO | None, sub: Subscription
 
     async def watch_done() -> None:
         assert done is not None
-        await done
+        # shielded: cancelling this watcher when the client leaves must not cancel the
+        # caller's future (the container's run-done, shared with logs -f and other attaches)
+        await asyncio.shield(done)
         # the process is gone and its output copied: send what is queued, then end
         while (item := sub.get_nowait()) is not None:
             await hj.send(_chunk(tty, *item))

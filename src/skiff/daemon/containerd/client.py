@@ -15,8 +15,12 @@ nanoseconds since the epoch; every field present, defaults included), e.g. ``/ta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -36,6 +40,8 @@ from skiff.daemon.api.errors import (
     NotImplementedYet,
     Unavailable,
 )
+
+log = logging.getLogger("skiff.daemon.containerd")
 
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
@@ -174,6 +180,7 @@ class Containerd:
         self.leases = api.leases_grpc.LeasesStub(self.channel)
         self.events = api.events_grpc.EventsStub(self.channel)
         self._event_types: dict[str, Any] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # lease deletions under way
 
     @classmethod
     async def connect(cls, address: str, namespace: str = NAMESPACE) -> Containerd:
@@ -187,6 +194,8 @@ class Containerd:
         return self
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
         await self.channel.close()
 
     def _meta(self, lease: str = "") -> tuple[tuple[str, str], ...]:
@@ -508,6 +517,30 @@ class Containerd:
 
     async def delete_lease(self, id: str) -> None:
         await self._call(self.leases.Delete, self.api.leases.DeleteRequest(id=id))
+
+    @contextlib.asynccontextmanager
+    async def temporary_lease(self, expire_seconds: int = 86400) -> AsyncIterator[str]:
+        """A lease for the resources one operation makes (containerd's Go client takes one for
+        NewContainer the same way): a snapshot prepared under it cannot be taken by a garbage
+        collection that runs before a container refers to it. Deleted at the end of the block;
+        should that fail, it expires after ``expire_seconds`` (``containerd.io/gc.expire``)."""
+        expire = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expire_seconds))
+        lease = await self.create_lease({"containerd.io/gc.expire": expire})
+        try:
+            yield lease
+        finally:
+            # nobody waits for the deletion (one round trip less on `docker create`)
+            task = asyncio.get_running_loop().create_task(self._drop_lease(lease))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _drop_lease(self, lease: str) -> None:
+        try:
+            await self.delete_lease(lease)
+        except NotFound:
+            pass
+        except ApiError as e:
+            log.error("delete lease %s (it expires by itself within a day): %s", lease, e)
 
     # --- events -------------------------------------------------------------------------------
 

@@ -145,7 +145,11 @@ class ContainerService(ContainersBackend):
         self._exec_exit: list[Callable[[str, str, int, int], Awaitable[None]]] = []
         self._bg: set[asyncio.Task[Any]] = set()
         self.monitor: EventMonitor | None = None
+        self.volumes: Any = None      # issue 8 volumes: VolumeService, set by the Daemon
         self.shutting_down = False
+        # issue 8 networking: skiff.daemon.network.manager.NetworkManager (set by the daemon's
+        # wiring; None = containers get a private namespace with loopback only)
+        self.network: Any = None
 
     # -- small helpers -------------------------------------------------------------------------
     def lock(self, cid: str) -> asyncio.Lock:
@@ -206,6 +210,10 @@ class ContainerService(ContainersBackend):
     def add_exec_exit_listener(self, fn: Callable[[str, str, int, int], Awaitable[None]]) -> None:
         """``fn(container_id, exec_id, exit_status, exited_at_ns)`` for every exec exit."""
         self._exec_exit.append(fn)
+
+    def restart_policy_changed(self, c: Container) -> None:
+        """``update --restart``: the next exit is judged by the new policy (exec/update wave)."""
+        self._restarts.pop(c.id, None)
 
     def publish(self, c: Container, action: str, **extra: str) -> None:
         self.events.publish("container", action, c.id, {**c.event_attributes(), **extra})
@@ -392,7 +400,7 @@ class ContainerService(ContainersBackend):
         try:
             os.makedirs(d, mode=0o710)
             made.append("dir")
-            hostname = merged.get("Hostname") or cid[:12]
+            hostname = merged.get("Hostname") or specgen.default_hostname(cid, host)   # issue 8: host network
             merged["Hostname"] = hostname
             etc = self._write_etc_files(d, hostname, merged, host)
             c = Container(
@@ -403,21 +411,30 @@ class ContainerService(ContainersBackend):
                 hostname_path=etc["/etc/hostname"], hosts_path=etc["/etc/hosts"],
                 resolv_conf_path=etc["/etc/resolv.conf"], snapshot_key=cid)
             parent = await self.images.ensure_unpacked(image)
-            mounts = await self.cd.prepare_snapshot(cid, parent, SNAPSHOTTER)
-            made.append("snapshot")
-            user = _resolve_user(mounts, str(merged.get("User") or ""), host.get("GroupAdd"))
-            spec = specgen.build_spec(specgen.SpecInput(
-                id=cid, config=merged, host=host, image_config=image_cfg, hostname=hostname,
-                etc_files=etc, cgroup_parent="/skiff",
-                init_path=shutil.which("tini-static") or "/usr/bin/tini-static",
-                host_caps=_host_caps(), netns_path=None, user=user))
-            etcfiles.write_file(os.path.join(d, SPEC_FILE), json.dumps(spec))
-            await self.cd.create_container(cid, spec, runtime, runtime_binary,
-                                           labels={"com.docker/engine.name": full_name},
-                                           image=image_ref, snapshot_key=cid, snapshotter=SNAPSHOTTER)
-            made.append("container")
+            # under a lease until the container refers to the snapshot (a garbage collection
+            # in between, e.g. after the previous container's removal, would take it)
+            async with self.cd.temporary_lease() as lease:
+                mounts = await self.cd.prepare_snapshot(cid, parent, SNAPSHOTTER, lease=lease)
+                made.append("snapshot")
+                user = _resolve_user(mounts, str(merged.get("User") or ""), host.get("GroupAdd"))
+                # issue 8 volumes: mount points resolved (volumes created, copy-up done)
+                vol_mounts = [] if self.volumes is None else await self.volumes.prepare(
+                    cid, merged, host, _layer_dirs(mounts))
+                spec = specgen.build_spec(specgen.SpecInput(
+                    id=cid, config=merged, host=host, image_config=image_cfg, hostname=hostname,
+                    etc_files=etc, cgroup_parent=self.cfg.cgroup_parent,
+                    init_path=shutil.which("tini-static") or "/usr/bin/tini-static",
+                    host_caps=_host_caps(), netns_path=self._netns_path(cid, host), user=user,
+                    volume_mounts=vol_mounts))
+                etcfiles.write_file(os.path.join(d, SPEC_FILE), json.dumps(spec))
+                await self.cd.create_container(cid, spec, runtime, runtime_binary,
+                                               labels={"com.docker/engine.name": full_name},
+                                               image=image_ref, snapshot_key=cid, snapshotter=SNAPSHOTTER)
+                made.append("container")
             self.save(c)
         except BaseException:
+            if self.volumes is not None:     # issue 8 volumes: anonymous ones made for it go
+                await self.volumes.release(cid, True)
             await self._undo_create(cid, made)
             self.store.release(full_name, cid)
             raise
@@ -430,6 +447,76 @@ class ContainerService(ContainersBackend):
             cid = secrets.token_hex(32)
             if not cid[:12].isdigit() and self.store.find(cid[:12]) is None:
                 return cid
+
+    # -- network hooks (issue 8 networking) ------------------------------------------------------
+    def _netns_path(self, cid: str, host: dict[str, Any]) -> str | None:
+        if self.network is not None and self.network.uses_bridge(host):
+            return str(self.network.netns_path(cid))
+        return None
+
+    async def _network_up(self, c: Container) -> None:
+        """Before the task is created: the bridge endpoint, and /etc/hosts with its address;
+        for ``container:<ref>`` the other container's namespace, put in the spec."""
+        mode = str(c.host_config.get("NetworkMode") or "")
+        if mode.startswith("container:"):
+            await self._join_container_netns(c, mode[len("container:"):])
+            return
+        if self.network is None or not self.network.uses_bridge(c.host_config) or \
+                self._netns_path(c.id, c.host_config) not in _spec_netns_paths(self.container_spec(c)):
+            return
+        from skiff.daemon.network.bridge import NetworkError
+        try:
+            ep = await self.network.setup(c.id, c.host_config, c.config.get("ExposedPorts"),
+                                          c.networking_config)
+        except NetworkError as e:
+            raise ApiError(str(e)) from None
+        try:
+            etcfiles.write_file(c.hosts_path, etcfiles.hosts_file(
+                c.host_config.get("ExtraHosts"), own=(ep.ip, str(c.config.get("Hostname") or c.id[:12]))))
+            if ep.network != "bridge":      # user network: the embedded DNS server
+                etcfiles.write_file(c.resolv_conf_path, etcfiles.embedded_dns_resolv_conf(
+                    self._host_resolv_text(), c.host_config.get("DnsSearch"), c.host_config.get("DnsOptions")))
+        except (OSError, ValueError) as e:
+            raise ApiError(f"container {c.id}: write its hosts/resolv.conf files: {e}") from None
+
+    async def _join_container_netns(self, c: Container, ref: str) -> None:
+        try:
+            other = self.store.get(ref)
+        except NotFound:
+            raise NotFound(f"container {c.id}: cannot join the network namespace of container "
+                           f"{ref}: no such container") from None
+        if other.id == c.id:
+            raise InvalidParameter(f"container {c.id}: cannot join its own network namespace")
+        if other.state.status not in ("running", "paused") or not other.state.pid:
+            raise Conflict(f"cannot join network namespace of a non running container: {other.id}")
+        own = self.network.netns_path(other.id) if self.network is not None else ""
+        path = own if own and os.path.exists(own) and \
+            own in _spec_netns_paths(self.container_spec(other)) else f"/proc/{other.state.pid}/ns/net"
+        spec = self.container_spec(c)
+        nss = (spec.get("linux") or {}).get("namespaces") or []
+        net = [n for n in nss if n.get("type") == "network"]
+        if net and net[0].get("path") == path:
+            return
+        for n in net:
+            n["path"] = path
+        etcfiles.write_file(os.path.join(self.dir(c.id), SPEC_FILE), json.dumps(spec))
+        await self.cd.update_container_spec(c.id, spec)
+
+    def _host_resolv_text(self) -> str:
+        try:
+            with open(self.host_resolv_conf, encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    async def _network_down(self, c: Container) -> None:
+        """After the container stopped (or failed to start, or is removed)."""
+        if self.network is None:
+            return
+        try:
+            await self.network.teardown(c.id)
+        except Exception as e:
+            log.error("container %s: %s", c.id, e)
 
     def _runtime(self, name: str) -> tuple[str, str]:
         rts = self.cfg.all_runtimes()
@@ -491,7 +578,8 @@ class ContainerService(ContainersBackend):
                 await self.cd.close_stdin(cid)
 
         return ContainerIO(self.fifo_dir(c.id), "init", stdin=bool(c.config.get("OpenStdin")),
-                           tty=c.tty, logger=logger, on_stdin_closed=close_io)
+                           tty=c.tty, logger=logger, on_stdin_closed=close_io,
+                           hold_until_created=True)   # runc's create error is not output
 
     async def io_for(self, c: Container) -> tuple[Any, asyncio.Future[int]]:
         """The ContainerIO of the current run, or of the next one (attach before start: its FIFOs
@@ -536,6 +624,9 @@ class ContainerService(ContainersBackend):
         try:
             stdin, stdout, stderr = io.fifo_paths()
             mounts = await self.cd.snapshot_mounts(c.snapshot_key, SNAPSHOTTER)
+            if self.volumes is not None:     # issue 8 volumes: driver-option mounts
+                await self.volumes.started(c.id)
+            await self._network_up(c)       # issue 8 networking
             await self.cd.create_task(c.id, mounts, stdin, stdout, stderr, c.tty)
             created = True
             await io.process_created()
@@ -566,10 +657,13 @@ class ContainerService(ContainersBackend):
                 await self.cd.delete_task(c.id)
         self._ios.pop(c.id, None)
         self._run_done.pop(c.id, None)
+        if self.volumes is not None:         # issue 8 volumes
+            await self.volumes.stopped(c.id)
         with contextlib.suppress(Exception):
             await io.close()
         with contextlib.suppress(Exception):
             io.remove()
+        await self._network_down(c)         # issue 8 networking
         full = f"failed to create task for container: {msg}"
         c.state.error = full
         c.state.exit_code = code
@@ -642,6 +736,9 @@ class ContainerService(ContainersBackend):
                 await io.close()
             with contextlib.suppress(Exception):
                 io.remove()
+        if self.volumes is not None:         # issue 8 volumes: unmount driver-option volumes
+            await self.volumes.stopped(c.id)
+        await self._network_down(c)         # issue 8 networking
         started = c.state.started_at
         c.state.status = "exited"
         c.state.pid = 0
@@ -943,6 +1040,8 @@ class ContainerService(ContainersBackend):
                     self.save(c)
                 raise ApiError(f"container {c.id}: could not remove: {e}") from None
             self.store.remove(c)
+            if self.volumes is not None:     # issue 8 volumes: -v / --rm remove anonymous ones
+                await self.volumes.release(c.id, volumes)
             self._locks.pop(c.id, None)
             self._restarts.pop(c.id, None)
             io = self._ios.pop(c.id, None)
@@ -960,10 +1059,19 @@ class ContainerService(ContainersBackend):
     async def _remove_resources(self, c: Container) -> None:
         with contextlib.suppress(NotFound):
             await self.cd.delete_task(c.id)
-        with contextlib.suppress(NotFound):
-            await self.cd.delete_container(c.id)
-        with contextlib.suppress(NotFound):
-            await self.cd.remove_snapshot(c.snapshot_key or c.id, SNAPSHOTTER)
+        await self._network_down(c)         # issue 8 networking
+
+        async def gone(call: Awaitable[None]) -> None:
+            with contextlib.suppress(NotFound):
+                await call
+
+        # once the task is gone, the container record and its snapshot are independent
+        results = await asyncio.gather(gone(self.cd.delete_container(c.id)),
+                                       gone(self.cd.remove_snapshot(c.snapshot_key or c.id, SNAPSHOTTER)),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         shutil.rmtree(self.fifo_dir(c.id), ignore_errors=True)
         if os.path.exists(self.dir(c.id)):
             shutil.rmtree(self.dir(c.id))
@@ -995,6 +1103,13 @@ class ContainerService(ContainersBackend):
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     # -- views -----------------------------------------------------------------------------------
+    async def changes(self, c: Container) -> list[dict[str, Any]]:
+        """``docker diff``: [{"Path", "Kind"}] (Kind 0 modified, 1 added, 2 deleted) of the
+        container's snapshot against its image (skiff.daemon.containers.archive)."""
+        from skiff.daemon.containers.archive import ArchiveService
+
+        return await ArchiveService(self).changes(c)
+
     async def size(self, c: Container) -> tuple[int, int]:
         """(SizeRw, SizeRootFs)."""
         try:
@@ -1013,8 +1128,16 @@ class ContainerService(ContainersBackend):
         c = self.store.get(ref)
         if size:
             rw, rootfs = await self.size(c)
-            return c.inspect(size_rw=rw, size_root_fs=rootfs)
-        return c.inspect()
+            d = c.inspect(size_rw=rw, size_root_fs=rootfs)
+        else:
+            d = c.inspect()
+        if self.volumes is not None:         # issue 8 volumes
+            d["Mounts"] = self.volumes.mounts_of(c.id)
+        if self.network is not None:        # issue 8 networking
+            d["NetworkSettings"] = self.network.network_settings(c.id, c.host_config, d["NetworkSettings"],
+                                                                 c.config.get("ExposedPorts"),
+                                                                 c.networking_config)
+        return d
 
     async def list(self, *, all: bool, limit: int, size: bool,
                    filters: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -1034,6 +1157,11 @@ class ContainerService(ContainersBackend):
         out = []
         for c in found:
             s = c.summary(now)
+            if self.volumes is not None:     # issue 8 volumes
+                s["Mounts"] = self.volumes.mounts_of(c.id)
+            if self.network is not None:     # issue 8 networking
+                s["Ports"], s["NetworkSettings"] = self.network.summary(
+                    c.id, c.host_config, c.config.get("ExposedPorts"), c.networking_config)
             if size:
                 s["SizeRw"], s["SizeRootFs"] = await self.size(c)
             out.append(s)
@@ -1050,6 +1178,11 @@ def _label_filter(labels: dict[str, str], want: list[str], not_want: list[str]) 
         if k in labels and (not sep or labels[k] == v):
             return False
     return True
+
+
+def _spec_netns_paths(spec: dict[str, Any]) -> list[str]:
+    return [str(n.get("path")) for n in (spec.get("linux") or {}).get("namespaces") or []
+            if n.get("type") == "network" and n.get("path")]
 
 
 def _host_caps() -> list[str]:

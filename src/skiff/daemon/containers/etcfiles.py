@@ -19,8 +19,9 @@ HOSTS_BASE = ("127.0.0.1\tlocalhost\n"
               "ff02::2\tip6-allrouters\n")
 
 
-def hosts_file(extra_hosts: list[str] | None) -> str:
-    """``/etc/hosts`` with Docker's base entries and ``--add-host host:ip`` lines."""
+def hosts_file(extra_hosts: list[str] | None, own: tuple[str, str] | None = None) -> str:
+    """``/etc/hosts`` with Docker's base entries, ``--add-host host:ip`` lines and, with ``own``
+    = (address, hostname), the container's own address on its network last (as Docker)."""
     out = HOSTS_BASE
     for entry in extra_hosts or []:
         # "name:ip" (ip may be IPv6 with colons) or, since API 1.44, "name=ip"
@@ -36,9 +37,11 @@ def hosts_file(extra_hosts: list[str] | None) -> str:
             except ValueError:
                 raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: invalid IP address {ip!r}") from None
         else:
-            raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: host-gateway needs the networking "
-                             "support skiffd does not have yet")
+            raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: the host-gateway address is not "
+                             "supported by skiffd yet (give the bridge gateway's IP)")
         out += f"{ip.strip('[]')}\t{name}\n"
+    if own is not None:
+        out += f"{own[0]}\t{own[1]}\n"
     return out
 
 
@@ -92,6 +95,29 @@ def resolv_conf(host_text: str, dns: list[str] | None = None, search: list[str] 
         out += "search " + " ".join(searches) + "\n"
     if opts:
         out += "options " + " ".join(opts) + "\n"
+    return out
+
+
+def embedded_dns_resolv_conf(host_text: str, search: list[str] | None = None,
+                              options: list[str] | None = None) -> str:
+    """resolv.conf of a container on a user-defined network: skiffd's embedded DNS server
+    (127.0.0.11), with the host's (or the given) search domains and options, ndots:0 first."""
+    searches: list[str] = []
+    opts: list[str] = []
+    for line in host_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("search", "domain"):
+            searches = fields[1:]
+        elif fields and fields[0] == "options":
+            opts.extend(fields[1:])
+    if search:
+        searches = [s for s in search if s != "."]
+    if options:
+        opts = list(options)
+    out = "nameserver 127.0.0.11\n"
+    if searches:
+        out += "search " + " ".join(searches) + "\n"
+    out += "options " + " ".join(["ndots:0", *[o for o in opts if not o.startswith("ndots:")]]) + "\n"
     return out
 
 

@@ -138,6 +138,12 @@ class ImageService:
         self._usage: dict[str, int] = {}            # committed snapshot size by chain ID
         self._lock = asyncio.Lock()                 # one load/unpack at a time
         self._matcher = PlatformMatcher()
+        # image ID -> [(container ID, running)] of the containers made from it; the Daemon
+        # wiring sets it to ask the container service
+        self.containers_using: Callable[[str], builtins.list[tuple[str, bool]]] = lambda _id: []
+        # daemon.json settings the registry operations use (set by the Daemon wiring)
+        self.registry_mirrors: builtins.list[str] = []
+        self.insecure_registries: builtins.list[str] = []
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -210,7 +216,8 @@ class ImageService:
                 have.full_names.append(rec.name)
                 have.names.append(familiar(rec.name))
                 if "@" in rec.name:
-                    have.repo_digests.append(familiar(rec.name))
+                    if familiar(rec.name) not in have.repo_digests:
+                        have.repo_digests.append(familiar(rec.name))
                 elif rec.target.digest:
                     repo = familiar(rec.name).rpartition(":")[0] or familiar(rec.name)
                     rd = f"{repo}@{rec.target.digest}"
@@ -334,6 +341,30 @@ class ImageService:
             "Containers": -1,
         }
 
+    async def disk_usage(self, containers_per_image: dict[str, int]) -> tuple[int, builtins.list[dict]]:
+        """``GET /system/df``'s image part: (LayersSize, image summaries). LayersSize counts each
+        layer (chain ID) once however many images use it; an image's SharedSize is the size of
+        its layers that other images use too; Containers is how many containers use it (from
+        ``containers_per_image``, image ID -> count)."""
+        images = await self.images()
+        layer_size: dict[str, int] = {}
+        refs: dict[str, int] = {}
+        per_image: dict[str, builtins.list[str]] = {}
+        for img in images:
+            chains = chain_ids(img.diff_ids)
+            per_image[img.id] = chains
+            for chain, layer in zip(chains, img.layers, strict=False):
+                if chain not in layer_size:
+                    layer_size[chain] = await self._layer_size(chain, layer)
+                refs[chain] = refs.get(chain, 0) + 1
+        out = []
+        for img in images:
+            s = self.summary(img)
+            s["SharedSize"] = sum(layer_size.get(c, 0) for c in per_image[img.id] if refs[c] > 1)
+            s["Containers"] = containers_per_image.get(img.id, 0)
+            out.append(s)
+        return sum(layer_size.values()), out
+
     async def inspect(self, ref_or_id: str) -> dict[str, Any]:
         img = await self.resolve(ref_or_id)
         return self.inspect_dict(img)
@@ -346,7 +377,7 @@ class ImageService:
             "RepoTags": list(img.names),
             "RepoDigests": list(img.repo_digests),
             "Parent": "",
-            "Comment": raw.get("comment", ""),
+            "Comment": _comment(raw),
             "Created": img.created or ZERO_TIME,
             "DockerVersion": raw.get("docker_version", ""),
             "Author": raw.get("author", ""),
@@ -514,8 +545,7 @@ class ImageService:
                         await self.unpack(mdesc, lease)
                         target = Descriptor(img.target.media_type, img.target.digest, img.target.size,
                                             dict(img.target.annotations))
-                        for name in img.names or [DANGLING_PREFIX + img.target.digest]:
-                            await self._name(name, target, lease)
+                        await self.add_image(builtins.list(img.names), target, lease)
                 finally:
                     await self._drop_lease(lease)
         finally:
@@ -546,6 +576,229 @@ class ImageService:
         with store.open(desc.digest) as f:
             await self.cd.write_blob(f"load-{desc.digest}", f, desc.digest, labels=labels, lease=lease,
                                      size=info.size)
+
+
+    # --- tag, delete, history, prune ----------------------------------------------------------
+
+    async def tag(self, source: str, repo: str, tag: str) -> str:
+        """``POST /images/{name}/tag``: name the image ``source`` ``repo:tag``; returns the
+        familiar new name."""
+        img = await self.resolve(source)
+        if not repo:
+            raise InvalidParameter("tag: repository name must have at least one component")
+        text = f"{repo}:{tag}" if tag else repo
+        try:
+            ref = parse_docker_ref(text)
+        except ReferenceError as e:
+            raise InvalidParameter(f"invalid reference format: {e}") from None
+        if ref.digest:
+            raise InvalidParameter("refusing to create a tag with a digest reference")
+        if not ref.tag:
+            ref = parse_docker_ref(text + ":latest")
+        path_last = ref.path.rpartition("/")[2]
+        if len(path_last) == 64 and all(c in "0123456789abcdef" for c in path_last) and not tag:
+            raise InvalidParameter(f"invalid repository name ({path_last}), cannot specify 64-byte "
+                                   "hexadecimal strings")
+        assert img.target is not None
+        await self._name(str(ref), img.target, "")
+        # an image that had no name loses its dangling record once it has one
+        try:
+            await self.cd.delete_image(DANGLING_PREFIX + img.target.digest)
+        except NotFound:
+            pass
+        name = ref.familiar_string()
+        self.events.publish("image", "tag", img.id, {"name": name})
+        return name
+
+    def _users(self, img: Image) -> builtins.list[tuple[str, bool]]:
+        return self.containers_using(img.id)
+
+    async def delete(self, ref: str, force: bool = False, noprune: bool = False) -> builtins.list[dict[str, str]]:
+        """``DELETE /images/{name}`` (``docker rmi``): untag, or delete the image when its last
+        name goes or it is named by ID. Images used by containers are kept (409) unless forced;
+        a running container's image is never deleted by ID."""
+        img = await self.resolve(ref)
+        short = img.id[len("sha256:"):][:12]
+        users = self._users(img)
+        out: builtins.list[dict[str, str]] = []
+        full = self._ref_names(ref, img)
+        if full:
+            others = [n for n in img.full_names if n not in full and "@" not in n]
+            if others:
+                for name in full:
+                    await self._untag(name, img, out)
+                return out
+            if users and not force:
+                cid = users[0][0]
+                raise Conflict(f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                               f"container {cid[:12]} is using its referenced image {short}")
+            if users:     # forced: the name goes, the image stays (dangling) for its containers
+                assert img.target is not None
+                await self._name(DANGLING_PREFIX + img.target.digest, img.target, "")
+                for name in full:
+                    await self._untag(name, img, out)
+                return out
+        else:
+            running = [cid for cid, run in users if run]
+            if running:
+                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - image is being used "
+                               f"by running container {running[0][:12]}")
+            if users and not force:
+                raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is being used by "
+                               f"stopped container {users[0][0][:12]}")
+            tags = [n for n in img.full_names if "@" not in n]
+            if len(tags) > 1 and not force:
+                raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+                               "multiple repositories")
+        await self._remove_image(img, out, noprune)
+        return out
+
+    def _ref_names(self, ref: str, img: Image) -> builtins.list[str]:
+        """The records of ``img`` that ``ref`` names (``x`` -> ``docker.io/library/x:latest``)."""
+        try:
+            r = parse_docker_ref(ref)
+        except ReferenceError:
+            return []
+        names = [n for n in img.full_names if n == str(r)]
+        if r.digest:
+            names += [n for n in img.full_names if n.startswith(r.name + "@") and n not in names]
+        return names
+
+    async def _untag(self, name: str, img: Image, out: builtins.list[dict[str, str]]) -> None:
+        await self.cd.delete_image(name)
+        out.append({"Untagged": familiar(name)})
+        self.events.publish("image", "untag", img.id, {"name": familiar(name)})
+
+    async def _remove_image(self, img: Image, out: builtins.list[dict[str, str]], noprune: bool = False) -> None:
+        records = builtins.list(img.full_names)
+        assert img.target is not None
+        dangling = DANGLING_PREFIX + img.target.digest
+        if await self.cd.get_image(dangling) is not None:
+            records.append(dangling)
+        # another image record with the same target (another config? no: same target = same
+        # image) is covered by full_names; delete every record, the last one synchronously so
+        # that containerd's GC has removed content and snapshots when we answer
+        for i, name in enumerate(records):
+            last = i == len(records) - 1
+            try:
+                await self.cd.delete_image(name, sync=last and not noprune)
+            except NotFound:
+                continue
+            if name != dangling:
+                out.append({"Untagged": familiar(name)})
+                self.events.publish("image", "untag", img.id, {"name": familiar(name)})
+        out.append({"Deleted": img.id})
+        for chain in chain_ids(img.diff_ids):
+            self._usage.pop(chain, None)
+        self.events.publish("image", "delete", img.id, {"name": img.id})
+
+    async def history(self, ref: str) -> builtins.list[dict[str, Any]]:
+        """``GET /images/{name}/history``: the config's history, newest first; layer sizes
+        from the snapshots."""
+        img = await self.resolve(ref)
+        hist = img.config.get("history") or []
+        chains = chain_ids(img.diff_ids)
+        sizes: builtins.list[int] = []
+        for chain, layer in zip(chains, img.layers, strict=False):
+            sizes.append(await self._layer_size(chain, layer))
+        rows: builtins.list[dict[str, Any]] = []
+        li = 0
+        if not hist:    # an image without history: one row per layer
+            hist = [{"created": img.created} for _ in img.diff_ids] or [{"created": img.created}]
+        for h in hist:
+            empty = bool(h.get("empty_layer"))
+            size = 0
+            if not empty and li < len(sizes):
+                size = sizes[li]
+                li += 1
+            rows.append({"Id": "<missing>", "Created": parse_rfc3339(str(h.get("created") or "")),
+                         "CreatedBy": str(h.get("created_by") or ""), "Tags": None, "Size": size,
+                         "Comment": str(h.get("comment") or "")})
+        rows.reverse()
+        rows[0]["Id"] = img.id
+        rows[0]["Tags"] = builtins.list(img.names)
+        return rows
+
+    async def prune(self, filters: dict[str, builtins.list[str]]) -> dict[str, Any]:
+        """``POST /images/prune``: delete dangling images (``dangling=false``: every image no
+        container uses); filters ``until`` and ``label``/``label!``."""
+        for key in filters:
+            if key not in ("dangling", "until", "label", "label!"):
+                raise InvalidParameter(f"invalid filter '{key}'")
+        only_dangling = True
+        for v in filters.get("dangling", []):
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f"invalid filter 'dangling={v}'")
+            only_dangling = v.lower() in ("true", "1")
+        until: int | None = None
+        for v in filters.get("until", []):
+            until = _parse_until(v)
+        deleted: builtins.list[dict[str, str]] = []
+        reclaimed = 0
+        for img in await self.images():
+            if only_dangling and img.names:
+                continue
+            if self._users(img):
+                continue
+            if until is not None and img.created_unix >= until:
+                continue
+            labels = (img.config.get("config") or {}).get("Labels") or {}
+            if not self._labels_match(labels, filters.get("label", [])):
+                continue
+            if any(self._labels_match(labels, [w]) for w in filters.get("label!", [])):
+                continue
+            reclaimed += img.size
+            await self._remove_image(img, deleted)
+        if deleted:
+            self.events.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    async def add_image(self, names: builtins.list[str], target: Descriptor, lease: str) -> None:
+        """Name ``target`` (already in containerd and unpacked) ``names``; an unnamed image gets
+        its dangling record. Names that pointed at another image leave that one dangling when
+        it has no other name."""
+        images = await self.images()
+        if not names:
+            if not any(img.target is not None and img.target.digest == target.digest and img.full_names
+                       for img in images):
+                await self._name(DANGLING_PREFIX + target.digest, target, lease)
+            return
+        for img in images:     # an image losing its last name to this one stays, dangling
+            if img.target is None or img.target.digest == target.digest or not img.full_names:
+                continue
+            if all(n in names for n in img.full_names):
+                await self._name(DANGLING_PREFIX + img.target.digest, img.target, lease)
+        for name in names:
+            await self._name(name, target, lease)
+        try:
+            await self.cd.delete_image(DANGLING_PREFIX + target.digest)
+        except NotFound:
+            pass
+
+
+def _comment(raw: dict) -> str:
+    """The config's comment, else the last history entry's (what ``docker commit -m`` sets)."""
+    comment = raw.get("comment") or ""
+    hist = raw.get("history") or []
+    if not comment and hist and isinstance(hist[-1], dict):
+        comment = hist[-1].get("comment") or ""
+    return str(comment)
+
+
+def _parse_until(v: str) -> int:
+    """A prune ``until``: Unix seconds, RFC 3339, or a Go duration ago (``24h``)."""
+    from skiff.images.archive import parse_go_duration
+    try:
+        return int(float(v))
+    except ValueError:
+        pass
+    t = parse_rfc3339(v)
+    if t:
+        return t
+    try:
+        return int(time.time() - parse_go_duration(v, "until") / 1e9)
+    except ImageError:
+        raise InvalidParameter(f"invalid filter 'until={v}': not a timestamp or duration") from None
 
 
 def _lib_desc(d: Descriptor) -> Any:

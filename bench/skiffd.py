@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""skiffd against a private real dockerd 20.10 (Debian docker.io, containerd 1.6, runc), driven
+by the same real docker CLI (``/usr/local/bin/docker -H unix://SOCKET ...``) in the same run:
+
+1. ``docker run --rm --network none busybox true`` (``-n`` timed runs after ``-w`` warm-up,
+   alternating daemons);
+2. batch: 50 x ``docker run -d --network none busybox sleep 60`` (create + start) in a row, timed
+   as a whole (``--batch-runs`` rounds, alternating; the containers are removed between rounds,
+   not timed);
+3. with 50 running containers (``sleep 100000``): ``docker ps`` and ``docker inspect NAME``;
+4. memory of the daemons, idle (image loaded, no container) and with the 50 containers: VmRSS
+   and PSS (/proc/PID/smaps_rollup) of the daemon (dockerd / skiffd), its containerd (containerd /
+   skiff-containerd) and, separately, the shims (containerd-shim-runc-v2 / skiff-shim, the
+   skiff-shim zygote included). The ratios compare PSS sums (RSS sums count the shared libraries of
+   every process again, and PSS shrinks when other copies of the same programs run on the
+   machine, e.g. another dockerd); both are printed. Each reading is taken after ``--settle``
+   seconds without requests: skiff-containerd ends request threads idle for 10 s
+   (skiff.containerd.pool) and both skiff daemons hand freed heap back every 10 s
+   (skiff.memtrim).
+
+    .venv/bin/python bench/skiffd.py [-n 30] [-w 3] [--batch 50] [--batch-runs 3] [--settle 25]
+                                     [--only run|batch|ps|memory] [--json FILE]
+
+Run with the project's virtualenv Python (``skiffd`` is found next to it). Targets (issue 6):
+ratio <= 0.5 for run, batch and memory. Nothing is asserted; the tables are printed, exit status
+0 when every measured command succeeded.
+
+Set-up: dockerd runs as ``tests/root/dockerd_util.Dockerd`` starts it (its own --data-root,
+--exec-root, socket, pid file and cgroup parent, inside a throwaway network namespace made with
+``ip netns add`` and entered with ``nsenter --net``; ``build/images/busybox.tar`` is loaded into
+it); skiffd as ``tests/root/skiffd_util.Skiffd`` does (its own data root, exec root and socket;
+it spawns its own skiff-containerd and loads the built-in busybox image, the same image).
+Clean-up: every container is removed through each daemon, dockerd is stopped by PID (its
+containerd and leftovers too, mounts under its directory unmounted, its cgroups and netns
+removed), skiffd and its skiff-containerd are stopped by PID (the shim zygote ends with
+skiff-containerd), and the temporary directory is removed unless a mount remains under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests" / "root"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from dockerd_util import Dockerd  # noqa: E402
+from skiffd_util import DOCKER, Skiffd  # noqa: E402
+
+import compare  # noqa: E402
+
+BUSYBOX_TAR = REPO / "build" / "images" / "busybox.tar"
+KIB = 1024
+MIB = 1 << 20
+
+
+# -- processes and memory
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _start_ticks(pid: int) -> int:
+    text = _read(f"/proc/{pid}/stat").decode(errors="replace")
+    try:
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return 0
+
+
+def processes_with(needle: bytes) -> list[int]:
+    """Live processes whose NUL-separated command line contains ``needle``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and needle in _read(f"/proc/{entry}/cmdline"):
+            stat = _read(f"/proc/{entry}/stat").decode(errors="replace")
+            if stat and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def memory(pids: list[int]) -> dict:
+    """Summed VmRSS and PSS (bytes) of ``pids``, with their count and thread count."""
+    rss = pss = threads = n = 0
+    for pid in pids:
+        status = _read(f"/proc/{pid}/status").decode(errors="replace")
+        rollup = _read(f"/proc/{pid}/smaps_rollup").decode(errors="replace")
+        if not status:
+            continue
+        n += 1
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key == "VmRSS":
+                rss += int(value.split()[0]) * KIB
+            elif key == "Threads":
+                threads += int(value)
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1]) * KIB
+    return {"rss": rss, "pss": pss, "procs": n, "threads": threads}
+
+
+class Target:
+    """One daemon under test: a label, its socket, and how to find its processes."""
+
+    def __init__(self, label: str, sock: str, daemon_pid, containerd_pid, shim_needle: bytes,
+                 daemon_name: str, containerd_name: str, shim_name: str) -> None:
+        self.label = label
+        self.sock = sock
+        self.daemon_pid = daemon_pid  # callables: the PID now
+        self.containerd_pid = containerd_pid
+        self.shim_needle = shim_needle
+        self.names = (daemon_name, containerd_name, shim_name)
+
+    def docker(self, *args: str) -> list[str]:
+        return [DOCKER, "-H", f"unix://{self.sock}", *args]
+
+    def sh_docker(self) -> str:
+        return f"{DOCKER} -H unix://{self.sock}"
+
+    def run(self, *args: str, check: bool = True) -> str:
+        import subprocess
+
+        p = subprocess.run(self.docker(*args), capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{self.label}: docker {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
+        return p.stdout
+
+    def remove_all(self) -> None:
+        ids = self.run("ps", "-aq").split()
+        if ids:
+            self.run("rm", "-f", *ids)
+
+    def reading(self) -> dict:
+        shims = processes_with(self.shim_needle)
+        return {"daemon": memory([self.daemon_pid()]), "containerd": memory([self.containerd_pid()]),
+                "shims": memory(shims)}
+
+
+def mib(v: int) -> str:
+    return f"{v / MIB:.1f}"
+
+
+def memory_table(readings: dict[str, dict[str, dict]], n: int) -> str:
+    """One row per daemon and state: PSS and RSS of daemon, containerd, their sum, the shims."""
+    head = (f"{'daemon':<10}{'state':>8}  {'daemon PSS/RSS':>15}  {'containerd PSS/RSS':>18}  "
+            f"{'sum PSS/RSS':>13}  {'shims PSS/RSS (procs)':>22}  {'threads':>7}")
+    lines = ["memory, MiB (PSS from smaps_rollup / VmRSS); sum = daemon + its containerd", head, "-" * len(head)]
+    for label, states in readings.items():
+        for state, r in states.items():
+            d, c, s = r["daemon"], r["containerd"], r["shims"]
+            lines.append(
+                f"{label:<10}{state:>8}  {mib(d['pss']) + '/' + mib(d['rss']):>15}  "
+                f"{mib(c['pss']) + '/' + mib(c['rss']):>18}  "
+                f"{mib(d['pss'] + c['pss']) + '/' + mib(d['rss'] + c['rss']):>13}  "
+                f"{mib(s['pss']) + '/' + mib(s['rss']) + ' (' + str(s['procs']) + ')':>22}  "
+                f"{d['threads'] + c['threads']:>7}")
+    labels = list(readings)
+    if len(labels) == 2:
+        a, b = (readings[x] for x in labels)
+        for state in a:
+            if state not in b:
+                continue
+            def tot(r: dict, key: str, shims: bool) -> int:
+                return r["daemon"][key] + r["containerd"][key] + (r["shims"][key] if shims else 0)
+            parts = []
+            for key in ("pss", "rss"):
+                for shims in (False, True):
+                    base = tot(a[state], key, shims)
+                    ratio = tot(b[state], key, shims) / base if base else 0.0
+                    parts.append(f"{key.upper()} {'with' if shims else 'w/o'} shims {ratio:.2f}")
+            lines.append(f"ratio {labels[1]}/{labels[0]} {state:>5}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--runs", type=int, default=30)
+    ap.add_argument("-w", "--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=50, help="containers per batch and for ps/inspect")
+    ap.add_argument("--batch-runs", type=int, default=3)
+    ap.add_argument("--settle", type=float, default=25.0,
+                    help="seconds of idleness before a memory reading (skiff-containerd ends request "
+                         "threads idle for 10 s; both daemons give freed heap back every 10 s)")
+    ap.add_argument("--only", choices=("all", "run", "batch", "ps", "memory"), default="all")
+    ap.add_argument("--json", help="write the raw numbers here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/skiffd.py: must run as root")
+    base = Path(tempfile.mkdtemp(prefix="skbd-", dir="/tmp"))
+    os.environ["DOCKER_CONFIG"] = str(base / "cli")
+    os.environ.pop("DOCKER_HOST", None)
+    (base / "cli").mkdir()
+    out: dict = {}
+    ok = True
+    dockerd: Dockerd | None = None
+    skiffd: Skiffd | None = None
+    targets: list[Target] = []
+    tables: list[str] = []
+    try:
+        t0 = time.monotonic()
+        dockerd = Dockerd(base / "logs", base_dir=str(base))
+        dockerd.start()
+        dockerd.load_image(str(BUSYBOX_TAR))
+        docker_t = time.monotonic() - t0
+        t0 = time.monotonic()
+        skiffd = Skiffd(str(base / "s"), str(base / "sd"))
+        skiffd_t = time.monotonic() - t0
+        tables.append(f"start-up (to API answering, image loaded): dockerd {docker_t:.2f} s, skiffd {skiffd_t:.2f} s; "
+                      f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+        print(tables[-1], flush=True)
+
+        dk, sk = dockerd, skiffd
+        assert sk.proc is not None
+        sk_pid = sk.proc.pid
+        targets = [
+            Target("dockerd", str(dk.sock), lambda: dk.pid, dk._containerd_pid,
+                   f"-address\0{dk.exec_root}/containerd/containerd.sock\0".encode(),
+                   "dockerd", "containerd", "containerd-shim-runc-v2"),
+            Target("skiffd", sk.sock, lambda: sk_pid, lambda: sk.containerd_pid() or 0,
+                   f"--socket\0{sk.run_dir}/containerd/zygote.sock".encode(),
+                   "skiffd", "skiff-containerd", "skiff-shim"),
+        ]
+        # both daemons answer; a first container each so that lazy start-up work is not timed
+        for t in targets:
+            t.run("run", "--rm", "--network", "none", "busybox", "true")
+        readings: dict[str, dict[str, dict]] = {t.label: {} for t in targets}
+        time.sleep(args.settle)
+        for t in targets:
+            readings[t.label]["idle"] = t.reading()
+
+        if args.only in ("all", "run"):
+            cmds = [compare.Command(t.docker("run", "--rm", "--network", "none", "busybox", "true"),
+                                    name=f"{t.label}: docker run --rm --network none busybox true")
+                    for t in targets]
+            res = compare.compare(cmds, runs=args.runs, warmup=args.warmup, rss_runs=0)
+            ok &= not any(r.error for r in res)
+            out["run"] = compare.to_json(res)
+            tables.append(compare.format_table(
+                res, f"table 1: docker run --rm --network none busybox true ({args.runs} runs after "
+                     f"{args.warmup} warm-up, alternating; ratio to dockerd)"))
+            print(tables[-1], flush=True)
+
+        n = args.batch
+        if args.only in ("all", "batch"):
+            cmds = []
+            for t in targets:
+                loop = (f"for i in $(seq {n}); do {t.sh_docker()} run -d --network none busybox sleep 60 "
+                        f">/dev/null || exit 1; done")
+                clean = f"ids=$({t.sh_docker()} ps -aq); [ -z \"$ids\" ] || {t.sh_docker()} rm -f $ids >/dev/null"
+                cmds.append(compare.Command(loop, name=f"{t.label}: {n} x docker run -d sleep 60",
+                                            cleanup=clean))
+            res = compare.compare(cmds, runs=args.batch_runs, warmup=0, rss_runs=0)
+            ok &= not any(r.error for r in res)
+            out["batch"] = compare.to_json(res)
+            tables.append(compare.format_table(
+                res, f"table 2: {n} x create+start (docker run -d) in a row ({args.batch_runs} rounds, "
+                     "alternating, removed between rounds; ratio to dockerd)"))
+            print(tables[-1], flush=True)
+
+        if args.only in ("all", "ps", "memory"):
+            for t in targets:
+                for i in range(n):
+                    t.run("run", "-d", "--network", "none", "--name", f"bench-{i}", "busybox", "sleep", "100000")
+            time.sleep(args.settle)
+            for t in targets:
+                readings[t.label][f"{n} ctrs"] = t.reading()
+            if args.only != "memory":
+                cmds = [compare.Command(t.docker("ps"), name=f"{t.label}: docker ps ({n} running)") for t in targets]
+                name = f"bench-{n // 2}"
+                cmds += [compare.Command(t.docker("inspect", name), name=f"{t.label}: docker inspect {name}")
+                         for t in targets]
+                res = compare.compare(cmds, runs=args.runs, warmup=args.warmup, rss_runs=0)
+                ok &= not any(r.error for r in res)
+                out["ps_inspect"] = compare.to_json(res)
+                # ratios to the same command on dockerd
+                for k in (0, 2):
+                    pair = res[k:k + 2]
+                    tables.append(compare.format_table(
+                        pair, f"table 3{'ab'[k // 2]}: with {n} running containers ({args.runs} runs after "
+                              f"{args.warmup} warm-up, alternating; ratio to dockerd)"))
+                    print(tables[-1], flush=True)
+            for t in targets:
+                t.remove_all()
+            time.sleep(args.settle)
+            for t in targets:
+                readings[t.label]["after"] = t.reading()
+        out["memory"] = readings
+        tables.append(memory_table(readings, n))
+        print(tables[-1], flush=True)
+        summary = []
+        for key, title in (("run", "run"), ("batch", "batch")):
+            if key not in out:
+                continue
+            if any(r["error"] or not r["wall_s"] for r in out[key]):
+                summary.append(f"{title}: FAILED (see above)")
+                continue
+            a, b = (statistics.median(r["wall_s"]) for r in out[key])
+            summary.append(f"{title} {b / a:.2f} (skiffd {b * 1000:.0f} ms, dockerd {a * 1000:.0f} ms)")
+        if "idle" in readings.get("dockerd", {}):
+            a = readings["dockerd"]["idle"]
+            b = readings["skiffd"]["idle"]
+            pa = a["daemon"]["pss"] + a["containerd"]["pss"]
+            pb = b["daemon"]["pss"] + b["containerd"]["pss"]
+            summary.append(f"memory idle PSS {pb / pa:.2f} ({mib(pb)} / {mib(pa)} MiB)")
+        tables.append("ratios skiffd/dockerd (targets <= 0.5): " + "; ".join(summary)
+                      + f"; load average at the end {os.getloadavg()[0]:.2f}")
+        print(tables[-1], flush=True)
+    except Exception as e:
+        ok = False
+        print(f"bench/skiffd.py: {type(e).__name__}: {e}", file=sys.stderr)
+    finally:
+        for t in targets:
+            try:
+                t.remove_all()
+            except Exception as e:
+                print(f"clean-up: {t.label}: {e}", file=sys.stderr)
+        if skiffd is not None:
+            try:
+                skiffd.stop()
+            except Exception as e:
+                ok = False
+                print(f"clean-up: skiffd: {e}", file=sys.stderr)
+        if dockerd is not None:
+            try:
+                dockerd.close()
+            except Exception as e:
+                ok = False
+                print(f"clean-up: dockerd: {e}", file=sys.stderr)
+        with open("/proc/self/mountinfo") as f:
+            left = [ln.split()[4] for ln in f if ln.split()[4].startswith(f"{base}/")]
+        if left:
+            print(f"mounts left under {base}: {left}; not removing it", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": out, "tables": tables}, f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""skiffd networking (issue 8): network namespaces, the default bridge network, IPAM."""
