@@ -220,3 +220,44 @@ def test_more_commands_match_docker_cli(skiffd, tmp_path):
     assert skiff(skiffd, "rmi", "imp:1").returncode == 0
     assert skiff(skiffd, "network", "rm", "n1").stdout == "n1\n"
     assert skiff(skiffd, "volume", "rm", "v1").stdout == "v1\n"
+
+
+def test_streamed_uploads_stats_stream_and_help(skiffd, tmp_path):
+    """load from a file (Content-Length) and from a pipe (chunked), a tar on stdin for cp,
+    `stats` over the daemon's stream, and --help without touching the daemon."""
+    tar = os.path.join(os.path.dirname(__file__), "..", "..", "build", "images", "busybox.tar")
+    r = skiff(skiffd, "load", "-i", tar)
+    assert r.returncode == 0 and "Loaded image: busybox:latest" in r.stdout, r.stderr
+    with open(tar, "rb") as f:
+        p = subprocess.run(f"cat | {SKIFF} load", shell=True, env=skiffd.env, stdin=f, capture_output=True,
+                           text=True, timeout=60)
+    assert p.returncode == 0 and "Loaded image: busybox:latest" in p.stdout, p.stderr
+    skiffd.docker("run", "-d", "--name", "st", "busybox", "sleep", "300")
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"from stdin\n"
+        ti = tarfile.TarInfo("piped.txt")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    r2 = subprocess.run([SKIFF, "cp", "-", "st:/tmp"], env=skiffd.env, input=buf.getvalue(), capture_output=True,
+                        timeout=60)
+    assert r2.returncode == 0, r2.stderr
+    assert skiff(skiffd, "exec", "st", "cat", "/tmp/piped.txt").stdout == "from stdin\n"
+    sp = subprocess.Popen([SKIFF, "stats", "--format", "{{.Name}} {{.PIDs}}", "st"], env=skiffd.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sp.stdout is not None
+        first = sp.stdout.readline()
+        second = sp.stdout.readline()     # a second redraw from the same stream
+    finally:
+        sp.kill()
+        sp.wait()
+    assert first == "st 1\n" and second == "st 1\n", (first, second)
+    assert skiff(skiffd, "rm", "-f", "st").returncode == 0
+    h = subprocess.run([SKIFF, "-H", "unix:///nonexistent/skiff.sock", "stats", "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert h.returncode == 0 and h.stdout.startswith("Usage:  skiff stats [OPTIONS] [CONTAINER...]\n")
+    assert "--no-stream" in h.stdout

@@ -387,78 +387,12 @@ def top(cli: Client, args: list[str]) -> int:
 
 
 STATS_SPEC = Spec("a|all", "no-stream", "no-trunc", "format:")
-STATS_TABLE = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
-
-
-def _stats_row(arg: str, s: dict, trunc: bool) -> dict:
-    from skiff.cli.fmt import bytes_size, human_size
-
-    cpu = s.get("cpu_stats") or {}
-    pre = s.get("precpu_stats") or {}
-    cu = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (pre.get("cpu_usage") or {}).get("total_usage", 0)
-    sysd = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
-    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
-    cpup = cu / sysd * online * 100.0 if sysd > 0 and cu > 0 else 0.0
-    mem = s.get("memory_stats") or {}
-    usage = mem.get("usage", 0) or 0
-    st = mem.get("stats") or {}
-    for k in ("total_inactive_file", "inactive_file"):
-        if k in st and st[k] < usage:
-            usage -= st[k]
-            break
-    limit = mem.get("limit", 0) or 0
-    rx = tx = 0
-    for n in (s.get("networks") or {}).values():
-        rx += n.get("rx_bytes", 0)
-        tx += n.get("tx_bytes", 0)
-    rd = wr = 0
-    for e in (s.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
-        op = (e.get("op") or "").lower()
-        if op == "read":
-            rd += e.get("value", 0)
-        elif op == "write":
-            wr += e.get("value", 0)
-    cid = s.get("id", "")
-    name = (s.get("name") or "").lstrip("/")
-    return {"Container": arg, "Name": name, "ID": cid[:12] if trunc else cid,
-            "CPUPerc": f"{cpup:.2f}%", "MemUsage": f"{bytes_size(usage)} / {bytes_size(limit)}",
-            "MemPerc": f"{(usage / limit * 100.0 if limit else 0.0):.2f}%",
-            "NetIO": f"{human_size(rx)} / {human_size(tx)}", "BlockIO": f"{human_size(rd)} / {human_size(wr)}",
-            "PIDs": str((s.get("pids_stats") or {}).get("current", 0))}
 
 
 def stats(cli: Client, args: list[str]) -> int:
-    o, names = parse(STATS_SPEC, args, True, "stats")
-    fmt = o["format"] or STATS_TABLE
-    if fmt == "json":
-        fmt = "{{json .}}"
-    from skiff.cli.fmt import render
+    from skiff.cli.stats import stats as run_stats
 
-    while True:
-        targets = names
-        if not targets:
-            cs = cli.get_json("/containers/json", {"all": "1"} if o["all"] else None)
-            targets = [c["Id"] for c in cs]
-        rows = []
-        rc = 0
-        for n in targets:
-            try:
-                s = cli.get_json(f"/containers/{_q(n)}/stats", {"stream": "0"})
-            except APIError as e:
-                _err(e.msg)
-                rc = 1
-                continue
-            rows.append(_stats_row(n, s, not o["no_trunc"]))
-        text = render(fmt, rows)
-        if o["no_stream"]:
-            if text:
-                _out(text)
-            return rc
-        if sys.stdout.isatty():
-            sys.stdout.write("\033[2J\033[H")
-        _out(text)
-        sys.stdout.flush()
-        time.sleep(1)
+    return run_stats(cli, args)
 
 
 # ---------------------------------------------------------------- logs
@@ -1287,11 +1221,13 @@ def cp(cli: Client, args: list[str]) -> int:
             sys.stderr.write(f"Successfully copied to {dp}\n")
         return 0
     # local -> container
-    import io
+    from skiff.cli.upload import copy_file, file_size
 
     assert dc is not None
+    size: int | None = None
     if sp == "-":
-        data = sys.stdin.buffer.read()
+        produce = copy_file(sys.stdin.buffer)
+        size = file_size(sys.stdin.buffer)
         target = dp
     else:
         if not os.path.lexists(sp):
@@ -1312,13 +1248,28 @@ def cp(cli: Client, args: list[str]) -> int:
             target, arc = dp, os.path.basename(os.path.abspath(sp))
         else:
             target, arc = os.path.dirname(dp.rstrip("/")) or "/", os.path.basename(dp.rstrip("/"))
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tf:
-            tf.add(sp, arcname=arc, recursive=True)
-        data = buf.getvalue()
-    cli.request("PUT", f"/containers/{_q(dc)}/archive", {"path": target, "noOverwriteDirNonDir": "true",
-                "copyUIDGID": "true" if o["archive"] else None}, raw_body=data, ctype="application/x-tar")
+        def produce(write: Any) -> None:
+            # stream mode ("w|"): tarfile hands over each 10 KiB record as it is filled
+            try:
+                with tarfile.open(fileobj=_WriteFile(write), mode="w|") as tf:  # type: ignore[call-overload]
+                    tf.add(sp, arcname=arc, recursive=True)
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except OSError as e:
+                raise CLIError(f"copying {sp} into {dc}:{dp}: {e.strerror or e}"
+                               + (f": {e.filename}" if e.filename else ""), 1) from None
+    r = cli.upload("PUT", f"/containers/{_q(dc)}/archive", {"path": target, "noOverwriteDirNonDir": "true",
+                   "copyUIDGID": "true" if o["archive"] else None}, produce, "application/x-tar", size)
+    r.body.read_all()
+    r.body.close()
     return 0
+
+
+class _WriteFile:
+    """A write-only file that passes each write on (to ``Client.upload``'s writer)."""
+
+    def __init__(self, write: Any) -> None:
+        self.write = write
 
 
 class _One:

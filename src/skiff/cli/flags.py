@@ -29,6 +29,15 @@ class Spec:
             self.defaults[key] = [] if kind == "=" else (False if kind == "" else None)
 
 
+class HelpRequested(CLIError):
+    """``--help`` among a command's flags: main prints the usage generated from ``spec``."""
+
+    def __init__(self, spec: Spec, cmd: str) -> None:
+        super().__init__(f"skiff {cmd} --help", 0)
+        self.spec = spec
+        self.cmd = cmd
+
+
 def _bool(name: str, v: str) -> bool:
     low = v.lower()
     if low in ("1", "t", "true"):
@@ -81,6 +90,8 @@ def parse(spec: Spec, args: list[str], interspersed: bool = True, cmd: str = "")
             break
         if a.startswith("--") and len(a) > 2:
             name, eq, val = a[2:].partition("=")
+            if name == "help" and "help" not in spec.by_name:
+                raise HelpRequested(spec, cmd)
             i += 1 + setv(name, val if eq else None, True)
             continue
         if a.startswith("-") and len(a) > 1:
@@ -88,6 +99,8 @@ def parse(spec: Spec, args: list[str], interspersed: bool = True, cmd: str = "")
             while j < len(a):
                 c = a[j]
                 ent = spec.by_name.get(c)
+                if ent is None and c == "h" and a == "-h":
+                    raise HelpRequested(spec, cmd)      # -h is help where it is not a flag of its own
                 if ent is None:
                     raise CLIError(f"unknown shorthand flag: '{c}' in {a}\nSee 'docker {cmd} --help'.", 125)
                 if ent[1] == "":

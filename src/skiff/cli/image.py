@@ -141,9 +141,30 @@ def pull_image(cli: Client, image: str, out: Any, quiet: bool = False, platform:
     sys.stdout.write(_full_ref(image) + "\n") if out is sys.stdout else None
 
 
+def progress_bar(ev: dict, width: int = 50) -> str:
+    """The progress part of one event: the daemon's ``progress`` string when it sent one, else a
+    bar built from ``progressDetail`` (``[====>    ]  1.5MB/4MB``; only the count without a total)."""
+    if ev.get("progress"):
+        return str(ev["progress"])
+    d = ev.get("progressDetail") or {}
+    cur, total = d.get("current"), d.get("total")
+    if not isinstance(cur, (int, float)) or cur <= 0 and not total:
+        return ""
+    from skiff.cli.fmt import human_size
+
+    if not isinstance(total, (int, float)) or total <= 0:
+        return human_size(cur)
+    frac = min(max(cur / total, 0.0), 1.0)
+    full = int(frac * width)
+    bar = "=" * full + (">" + " " * (width - full - 1) if full < width else "")
+    return f"[{bar}] {human_size(cur):>8}/{human_size(total)}"
+
+
 def show_progress(body: Any, out: Any, quiet: bool = False) -> None:
-    """Print a JSON progress stream like docker's jsonmessage: on a terminal one line per layer
-    id, rewritten in place (cursor moves); otherwise plain lines, progress bars left out."""
+    """Print a JSON message stream as docker's jsonmessage does. On a terminal each layer id keeps
+    one line, rewritten in place (cursor up, clear line) with its status and progress bar; other
+    output (``stream`` text, id-less statuses) is printed as it comes. Not on a terminal: plain
+    lines, without the per-chunk progress updates. ``errorDetail``/``error`` ends it (CLIError)."""
     tty = not quiet and out.isatty()
     ids: list[str] = []
     for line in body.lines():
@@ -157,8 +178,9 @@ def show_progress(body: Any, out: Any, quiet: bool = False) -> None:
         lid = ev.get("id")
         if ev.get("stream"):
             out.write(ev["stream"])
+            ids = []        # what follows the text starts a new block of layer lines
         elif lid and tty:
-            text = f"{lid}: {st} {ev.get('progress', '')}".rstrip()
+            text = f"{lid}: {st} {progress_bar(ev)}".rstrip()
             if lid in ids:
                 up = len(ids) - ids.index(lid)
                 out.write(f"\033[{up}A\r\033[2K{text}\r\033[{up}B")
@@ -166,11 +188,12 @@ def show_progress(body: Any, out: Any, quiet: bool = False) -> None:
                 ids.append(lid)
                 out.write(text + "\n")
         elif lid:
-            if not ev.get("progress"):        # plain mode: no per-chunk lines
+            if not ev.get("progress") and not ev.get("progressDetail"):   # plain: no per-chunk lines
                 out.write(f"{lid}: {st}\n")
         elif st:
-            ids = [] if not tty else ids
-            out.write(st + "\n")
+            ids = []
+            bar = progress_bar(ev) if tty else ""
+            out.write(f"{st} {bar}".rstrip() + "\n")
         out.flush()
 
 
@@ -278,27 +301,26 @@ def load(cli: Client, args: list[str]) -> int:
     o, pos = parse(LOAD_SPEC, args, True, "load")
     if pos:
         raise CLIError("\"docker load\" accepts no arguments.\nSee 'docker load --help'.", 1)
+    from skiff.cli.upload import copy_file, file_size
+
+    f: Any
     if o["input"]:
         try:
-            with open(o["input"], "rb") as f:
-                data = f.read()
+            f = open(o["input"], "rb")  # closed below
         except OSError as e:
             raise CLIError(f"open {o['input']}: {e.strerror.lower() if e.strerror else e}", 1) from None
     else:
         if sys.stdin.isatty():
             raise CLIError("requested load from stdin, but stdin is empty", 1)
-        data = sys.stdin.buffer.read()
-    r = cli.request("POST", "/images/load", {"quiet": "1" if o["quiet"] else "0"}, stream=True,
-                    raw_body=data, ctype="application/x-tar")
+        f = sys.stdin.buffer
     try:
-        for line in r.body.lines():
-            ev = fastjson.loads(line)
-            if ev.get("error") or ev.get("errorDetail"):
-                raise CLIError((ev.get("errorDetail") or {}).get("message") or ev["error"], 1)
-            if ev.get("stream"):
-                sys.stdout.write(ev["stream"])
-            elif ev.get("status") and not o["quiet"]:
-                _out(ev["status"] + (" " + ev["progress"] if ev.get("progress") else ""))
+        r = cli.upload("POST", "/images/load", {"quiet": "1" if o["quiet"] else "0"}, copy_file(f),
+                       "application/x-tar", file_size(f))
+    finally:
+        if o["input"]:
+            f.close()
+    try:
+        show_progress(r.body, sys.stdout)
     finally:
         r.body.close()
     return 0
@@ -387,18 +409,25 @@ def import_(cli: Client, args: list[str]) -> int:
         q["repo"], q["tag"] = _split_ref(pos[1])
     if o["change"]:
         q["changes"] = o["change"]
-    data = None
-    if "://" not in src:
+    if "://" in src:
+        r = cli.request("POST", "/images/create", _multi(q), stream=True, raw_body=b"",
+                        ctype="application/x-tar")
+    else:
+        from skiff.cli.upload import copy_file, file_size
+
+        f: Any
         if src == "-":
-            data = sys.stdin.buffer.read()
+            f = sys.stdin.buffer
         else:
             try:
-                with open(src, "rb") as f:
-                    data = f.read()
+                f = open(src, "rb")  # closed below
             except OSError as e:
                 raise CLIError(f"open {src}: {(e.strerror or str(e)).lower()}", 1) from None
-    r = cli.request("POST", "/images/create", _multi(q), stream=True, raw_body=data if data is not None else b"",
-                    ctype="application/x-tar")
+        try:
+            r = cli.upload("POST", "/images/create", _multi(q), copy_file(f), "application/x-tar", file_size(f))
+        finally:
+            if src != "-":
+                f.close()
     try:
         for line in r.body.lines():
             ev = fastjson.loads(line)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from skiff.cli.flags import Spec, parse
+from skiff.cli.flags import HelpRequested, Spec, parse
 from skiff.cli.http import Client, CLIError
 
 GLOBAL = Spec("H|host=", "D|debug", "l|log-level:", "config:", "c|context:", "tls", "tlsverify",
@@ -34,24 +34,14 @@ IMAGE_SUB = {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "pu
              "push": "push", "import": "import_"}
 SYSTEM_SUB = {"info": "info", "events": "events", "df": "df", "prune": "system_prune"}
 
-USAGE = """Usage:  skiff [OPTIONS] COMMAND
+MANAGEMENT = ("container", "image", "network", "system", "volume")
 
-A docker-compatible client for skiffd (or any Docker Engine API daemon)
 
-Common Commands:
-  run, exec, ps, logs, inspect, images, pull, create, start, stop, restart, kill, rm,
-  attach, top, stats, wait, pause, unpause, rename, update, port, tag, rmi, save, load,
-  history, events, version, info, cp, export, diff, commit, push, login, logout
+def _usage(group: str | None = None) -> int:
+    from skiff.cli import help as h
 
-Management Commands:
-  container, image, network, system, volume
-
-Global Options:
-  -H, --host list      Daemon socket to connect to (default $DOCKER_HOST or unix:///run/skiff/skiff.sock)
-      --tls            Use TLS; implied by --tlsverify
-      --tlsverify      Use TLS and verify the remote
-  -v, --version        Print version information and quit
-"""
+    sys.stdout.write(h.management_help(group) if group else h.main_help(h.global_rows(GLOBAL)))
+    return 0
 
 
 def _resolve(args: list[str]) -> tuple[str, str, list[str]] | None:
@@ -116,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Skiff version {CLIENT_VERSION} (docker-compatible CLI)")
             return 0
         if gopts["help"] or not args or args[0] in ("help", "--help"):
-            sys.stdout.write(USAGE)
-            return 0
+            return _usage()
+        if args[0] in MANAGEMENT and (len(args) == 1 or args[1] in ("--help", "help")):
+            return _usage(args[0])
         if gopts["config"]:
             os.environ["DOCKER_CONFIG"] = gopts["config"]
         if gopts["context"] and gopts["context"] != "default":
@@ -129,12 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                    "cert": gopts["tlscert"], "key": gopts["tlskey"]}
         res = _resolve(args)
         if res is None:
-            sys.stdout.write(USAGE)
-            return 0
+            return _usage()
         modname, fn, rest = res
-        if "--help" in rest[:1]:
-            print(f"Usage:  skiff {args[0]} [OPTIONS] ...  (docker's flags; see `docker {args[0]} --help`)")
-            return 0
         cli = Client(host, tls)
         if modname == "container":
             from skiff.cli import container as mod
@@ -145,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from skiff.cli import system as mod  # type: ignore[no-redef]
         return int(getattr(mod, fn)(cli, rest) or 0)
+    except HelpRequested as e:
+        from skiff.cli.help import command_help
+
+        sys.stdout.write(command_help(e.spec, e.cmd))
+        return 0
     except CLIError as e:
         sys.stdout.flush()
         print(e.msg, file=sys.stderr)
