@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -38,9 +39,48 @@ def params(groups: tuple[str, ...], gaps: Gaps) -> list:
     return out
 
 
+def descendants(root: int) -> list[int]:
+    """The processes below ``root``, deepest first."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        kids = [pid for pid, pp in parent.items() if pp == todo[0]]
+        todo = todo[1:] + kids
+        out += kids
+    return out[::-1]
+
+
+def run_script(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``argv``; on a timeout, end it and everything it started (by PID) and fail."""
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(p.pid), p.pid]:   # script's children are in sessions of their own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        out, err = p.communicate()
+        pytest.fail(f"{' '.join(argv)}: no result after {timeout:.0f} s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def run_group(env: dict[str, str], docker: str, group: str, gaps: Gaps) -> None:
-    env = {**env, "DOCKER": docker, "ACC_TIMEOUT": "60"}
-    r = subprocess.run(["bash", SCRIPT, group], env=env, capture_output=True, text=True, timeout=280)
+    # The TTY checks run `script -qec "timeout ..."`: script starts $SHELL -c, and dash (the
+    # /bin/sh it falls back to when SHELL is unset, as under CI) forks instead of exec'ing, so
+    # timeout, which moves itself to a new process group, leaves the pty's foreground group and
+    # the client stops on SIGTTOU. bash execs the one command, and timeout stays in front.
+    env = {**env, "DOCKER": docker, "ACC_TIMEOUT": "60", "SHELL": "/bin/bash"}
+    r = run_script(["bash", SCRIPT, group], env, timeout=280)
     passed = re.findall(r"^PASS (\S+)", r.stdout, re.M)
     failed = dict(re.findall(r"^FAIL (\S+): (.*)$", r.stdout, re.M))
     summary = re.search(r"^(\d+) passed, (\d+) failed$", r.stdout, re.M)

@@ -365,3 +365,61 @@ def test_mount_layers():
     assert user is not None and user[2] == "user"
     assert ar.mount_layers([M("bind", "/s", ["rbind", "rw"])]) == ("/s", [], "trusted")
     assert ar.mount_layers([M("overlay", "overlay", ["lowerdir=/a:/b"])]) is None
+
+
+# --- cancellation: a client that goes away cancels its handler ------------------------------
+
+def test_a_mount_finished_after_the_caller_was_cancelled_is_undone():
+    import asyncio
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    unmounted: list[str] = []
+
+    def mount(name: str) -> str:
+        started.set()
+        release.wait(5)
+        return f"/mnt/{name}"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(ar._mount_in_thread(mount, unmounted.append, "x"))
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()          # it waits for the mount to end...
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert unmounted == ["/mnt/x"]  # ...and undoes it
+
+    asyncio.run(main())
+
+
+def test_stream_out_cancelled_mid_write_ends_its_producer():
+    import asyncio
+
+    ended: list[str] = []
+
+    def produce(f) -> None:
+        try:
+            for _ in range(64):
+                f.write(b"x" * 65536)
+        except BrokenPipeError:
+            ended.append("broken pipe")
+            raise
+
+    async def main() -> None:
+        first = asyncio.Event()
+
+        async def write(chunk: bytes) -> None:
+            first.set()
+            await asyncio.sleep(10)
+
+        task = asyncio.ensure_future(ar._stream_out(produce, write, "test"))
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        assert ended == ["broken pipe"]   # the producer was awaited, not left writing
+
+    asyncio.run(main())

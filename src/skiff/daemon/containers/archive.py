@@ -871,11 +871,11 @@ class ArchiveService:
                                "its filesystem through; try again")
             mounts = await self.b.cd.snapshot_mounts(c.snapshot_key or c.id, SNAPSHOTTER)
             spec = self.b.container_spec(c)
-            path = await asyncio.to_thread(self._mount_stopped, c, mounts, spec)
+            path = await _mount_in_thread(self._mount_stopped, self._unmount, c, mounts, spec)
             try:
                 yield path
             finally:
-                await asyncio.to_thread(self._unmount, path)
+                await _in_thread_to_the_end(self._unmount, path)
 
     async def _proc_root(self, c: Container) -> int | None:
         task = await self.b.cd.get_task(c.id)
@@ -1014,12 +1014,12 @@ class ArchiveService:
         c = self.b.get(ref)
         mounts = await self.b.cd.snapshot_mounts(c.snapshot_key or c.id, SNAPSHOTTER)
         view = _read_only_view(mounts)
-        path = await asyncio.to_thread(self._mount_view, c, view)
+        path = await _mount_in_thread(self._mount_view, self._unmount, c, view)
         try:
             await start()
             await _stream_out(lambda out: write_export(path, out), write, f"export of container {ref}")
         finally:
-            await asyncio.to_thread(self._unmount, path)
+            await _in_thread_to_the_end(self._unmount, path)
 
     def _mount_view(self, c: Container, mounts: list[Any]) -> str:
         from skiff.images.mount import mount_all
@@ -1065,6 +1065,30 @@ def _read_only_view(mounts: list[Any]) -> list[Any]:
 
 # -- bridging threads and HTTP bodies ---------------------------------------------------------
 
+async def _in_thread_to_the_end(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread, awaited to its end even when the caller is cancelled meanwhile
+    (a client that goes away cancels its handler): the cancellation is raised after it."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        raise
+
+
+async def _mount_in_thread(mount: Callable[..., str], unmount: Callable[[str], None], *args: Any) -> str:
+    """``mount(*args)`` in a thread; if the caller is cancelled before it returns, what it
+    mounted is unmounted (``unmount(path)``) instead of being left behind."""
+    fut = asyncio.ensure_future(asyncio.to_thread(mount, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        if not fut.cancelled() and fut.exception() is None:
+            await asyncio.to_thread(unmount, fut.result())
+        raise
+
+
 async def _stream_out(produce: Callable[[BinaryIO], None], write: Callable[[bytes], Any], what: str) -> None:
     """Run ``produce(file)`` in a thread; what it writes goes to ``await write(chunk)``.
     After the headers are sent an error can only cut the body short: it is logged and
@@ -1079,16 +1103,20 @@ async def _stream_out(produce: Callable[[BinaryIO], None], write: Callable[[byte
             pass   # the client went away
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
+    reading: asyncio.Future[bytes] | None = None
     try:
         while True:
-            chunk = await asyncio.to_thread(os.read, r, CHUNK)
+            reading = asyncio.ensure_future(asyncio.to_thread(os.read, r, CHUNK))
+            chunk = await asyncio.shield(reading)
             if not chunk:
                 break
             await write(chunk)
     finally:
+        if reading is not None and not reading.done():
+            await asyncio.wait([reading])   # r is not closed under a thread about to read it
         os.close(r)
         try:
-            await task
+            await asyncio.shield(task)
         except Exception as e:
             log.error("%s: %s", what, e)
             raise
@@ -1107,21 +1135,27 @@ async def _stream_in(body: Any, consume: Callable[[BinaryIO], int]) -> int:
             return n
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
+    writing: asyncio.Future[None] | None = None
     try:
         try:
             while True:
                 chunk = await body.read(CHUNK)
                 if not chunk:
                     break
-                await asyncio.to_thread(_write_all, w, chunk)
+                writing = asyncio.ensure_future(asyncio.to_thread(_write_all, w, chunk))
+                await asyncio.shield(writing)
         except BrokenPipeError:
             # the extraction stopped early (its result says why): take the rest of the body,
             # so that the client, still sending, reads the error instead of a reset
             while await body.read(CHUNK):
                 pass
         finally:
+            if writing is not None and not writing.done():
+                await asyncio.wait([writing])   # w is not closed under a thread writing to it
             os.close(w)
     except BaseException:
-        task.cancel()
+        # the reader ends at the end of the pipe; nothing may go on writing into a root
+        # that the caller is about to unmount
+        await asyncio.wait([task])
         raise
     return await task
