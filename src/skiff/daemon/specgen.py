@@ -1019,7 +1019,7 @@ def validate_create(config: dict, host: dict | None, *, si: SysInfo | None = Non
     if nm == "host" and host.get("PortBindings"):
         warnings.append("Published ports are discarded when using host network mode")
     # --- resources
-    warnings += _validate_resources(host, si)
+    warnings += validate_resources(host, si)
     if _int(host, "ShmSize") < 0:
         raise _bad("SHM size can not be less than 0")
     oom = _int(host, "OomScoreAdj")
@@ -1053,7 +1053,7 @@ def validate_create(config: dict, host: dict | None, *, si: SysInfo | None = Non
     return warnings
 
 
-def _validate_resources(host: dict, si: SysInfo) -> list[str]:
+def validate_resources(host: dict, si: SysInfo) -> list[str]:
     w: list[str] = []
     mem = _int(host, "Memory")
     swap = _int(host, "MemorySwap")
@@ -1444,7 +1444,7 @@ def build_spec(c: SpecInput) -> dict:
         sysctl[k] = v
 
     # resources and devices
-    resources, devices = _resources(host, si, privileged)
+    resources, devices = resources_spec(host, si, privileged)
 
     # mounts (moby's withMounts)
     um = user_mounts(host, si, c.data_root.rstrip("/"))
@@ -1575,7 +1575,7 @@ def _cgroups_path(c: SpecInput, host: dict) -> str:
     return p
 
 
-def _resources(host: dict, si: SysInfo, privileged: bool) -> tuple[dict, list[dict]]:
+def resources_spec(host: dict, si: SysInfo, privileged: bool) -> tuple[dict, list[dict]]:
     r: dict = {}
     # devices
     devices: list[dict] = []

@@ -416,7 +416,7 @@ class ContainerService(ContainersBackend):
             async with self.cd.temporary_lease() as lease:
                 mounts = await self.cd.prepare_snapshot(cid, parent, SNAPSHOTTER, lease=lease)
                 made.append("snapshot")
-                user = _resolve_user(mounts, str(merged.get("User") or ""), host.get("GroupAdd"))
+                user = resolve_user_in_mounts(mounts, str(merged.get("User") or ""), host.get("GroupAdd"))
                 # issue 8 volumes: mount points resolved (volumes created, copy-up done)
                 vol_mounts = [] if self.volumes is None else await self.volumes.prepare(
                     cid, merged, host, _layer_dirs(mounts))
@@ -1216,7 +1216,7 @@ def _layer_dirs(mounts: list[Any]) -> list[str]:
     return dirs
 
 
-def _resolve_user(mounts: list[Any], user: str, group_add: list[str] | None) -> dict[str, Any] | None:
+def resolve_user_in_mounts(mounts: list[Any], user: str, group_add: list[str] | None) -> dict[str, Any] | None:
     """process.user for a Config.User that names a user or group: read from the image's
     /etc/passwd and /etc/group in the topmost layer that has them. None for numeric users
     (specgen resolves those itself)."""

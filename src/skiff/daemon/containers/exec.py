@@ -233,7 +233,7 @@ class ExecService:
         """Create and start the process (after ``begin_start`` and ``open_io``). On failure the
         instance is finished with exit code 126 and the error (dockerd's words) is raised."""
         from skiff.daemon import specgen
-        from skiff.daemon.containers.backend import SNAPSHOTTER, _resolve_user
+        from skiff.daemon.containers.backend import SNAPSHOTTER, resolve_user_in_mounts
 
         io = ec.io
         created = False
@@ -247,7 +247,7 @@ class ExecService:
             exec_cfg["ConsoleSize"] = ec.console_size
             if ec.user and not all(p.isdigit() for p in ec.user.split(":") if p):
                 mounts = await self.cd.snapshot_mounts(c.snapshot_key or c.id, SNAPSHOTTER)
-                user = _resolve_user(mounts, ec.user, c.host_config.get("GroupAdd"))
+                user = resolve_user_in_mounts(mounts, ec.user, c.host_config.get("GroupAdd"))
             process = specgen.exec_process(spec, c.config, c.host_config, exec_cfg, user=user)
             stdin, stdout, stderr = io.fifo_paths()
             await self.cd.exec(c.id, ec.id, process, stdin, stdout, stderr, ec.tty)

@@ -428,12 +428,12 @@ class ResourceService:
                 new_host = merge_update(c.host_config, res)
             except Conflict as e:
                 raise Conflict(f"Cannot update container {c.id}: {e}") from None
-            warnings = specgen._validate_resources(new_host, si) if res else []
+            warnings = specgen.validate_resources(new_host, si) if res else []
             resources = None
             spec: dict[str, Any] = {}
             if res:
                 spec = self.cs.container_spec(c)
-                new_res, _ = specgen._resources(new_host, si, bool(new_host.get("Privileged")))
+                new_res, _ = specgen.resources_spec(new_host, si, bool(new_host.get("Privileged")))
                 linux = spec.setdefault("linux", {})
                 merged = dict(linux.get("resources") or {})
                 for k in ("memory", "cpu", "pids", "blockIO"):
