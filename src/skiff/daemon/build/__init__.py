@@ -1,0 +1,1 @@
+"""The classic Dockerfile builder behind ``POST /build``: parser, shell lexer, build engine."""
