@@ -11,12 +11,14 @@ by the same real docker CLI (``/usr/local/bin/docker -H unix://SOCKET ...``) in 
 4. memory of the daemons, idle (image loaded, no container) and with the 50 containers: VmRSS
    and PSS (/proc/PID/smaps_rollup) of the daemon (dockerd / skiffd), its containerd (containerd /
    skiff-containerd) and, separately, the shims (containerd-shim-runc-v2 / skiff-shim, the
-   skiff-shim zygote included). The ratios compare PSS sums (RSS sums count the shared libraries of
-   every process again, and PSS shrinks when other copies of the same programs run on the
-   machine, e.g. another dockerd); both are printed. Each reading is taken after ``--settle``
-   seconds without requests: skiff-containerd ends request threads idle for 10 s
-   (skiff.containerd.pool) and both skiff daemons hand freed heap back every 10 s
-   (skiff.memtrim).
+   skiff-shim zygote included), and "unique": the distinct physical pages the daemon and its
+   containerd hold together (/proc/PID/pagemap; a page both map counted once), also with the
+   shims. RSS sums count the pages skiffd and skiff-containerd share (libpython, grpcio) twice;
+   PSS shrinks when other copies of the same programs run on the machine (another dockerd halves
+   dockerd's); unique depends on neither. All three ratios are printed (docs/memory.md). Each
+   reading is taken after ``--settle`` seconds without requests: skiff-containerd ends request
+   threads idle for 10 s (skiff.containerd.pool) and both skiff daemons hand freed heap back
+   every 10 s (skiff.memtrim).
 
     .venv/bin/python bench/skiffd.py [-n 30] [-w 3] [--batch 50] [--batch-runs 3] [--settle 25]
                                      [--only run|batch|ps|memory] [--json FILE]
@@ -114,6 +116,43 @@ def memory(pids: list[int]) -> dict:
     return {"rss": rss, "pss": pss, "procs": n, "threads": threads}
 
 
+def footprint(pids: list[int]) -> int:
+    """Bytes of physical memory that ``pids`` hold resident together: the distinct page frames of
+    all their mappings (/proc/PID/pagemap, root only), a page that several of them map counted
+    once. Unlike PSS it does not depend on what else runs on the machine (another dockerd or
+    Python sharing the same files halves PSS); unlike the RSS sum it does not count the pages
+    the two processes share twice."""
+    import struct
+
+    frames: set[int] = set()
+    for pid in pids:
+        try:
+            maps = _read(f"/proc/{pid}/maps").decode(errors="replace").splitlines()
+            fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            for line in maps:
+                if line.rstrip().endswith("[vsyscall]"):
+                    continue
+                lo, hi = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+                first, n = lo >> 12, (hi - lo) >> 12
+                done = 0
+                while done < n:
+                    k = min(n - done, 1 << 16)
+                    try:
+                        buf = os.pread(fd, k * 8, (first + done) * 8)
+                    except OSError:
+                        break
+                    for (entry,) in struct.iter_unpack("<Q", buf):
+                        if entry >> 63:                       # present
+                            frames.add(entry & ((1 << 55) - 1))  # the page frame number
+                    done += k
+        finally:
+            os.close(fd)
+    return len(frames) * os.sysconf("SC_PAGE_SIZE")
+
+
 class Target:
     """One daemon under test: a label, its socket, and how to find its processes."""
 
@@ -148,8 +187,9 @@ class Target:
 
     def reading(self) -> dict:
         shims = processes_with(self.shim_needle)
+        pair = [self.daemon_pid(), self.containerd_pid()]
         return {"daemon": memory([self.daemon_pid()]), "containerd": memory([self.containerd_pid()]),
-                "shims": memory(shims)}
+                "shims": memory(shims), "unique": footprint(pair), "unique_shims": footprint(pair + shims)}
 
 
 def mib(v: int) -> str:
@@ -159,8 +199,10 @@ def mib(v: int) -> str:
 def memory_table(readings: dict[str, dict[str, dict]], n: int) -> str:
     """One row per daemon and state: PSS and RSS of daemon, containerd, their sum, the shims."""
     head = (f"{'daemon':<10}{'state':>8}  {'daemon PSS/RSS':>15}  {'containerd PSS/RSS':>18}  "
-            f"{'sum PSS/RSS':>13}  {'shims PSS/RSS (procs)':>22}  {'threads':>7}")
-    lines = ["memory, MiB (PSS from smaps_rollup / VmRSS); sum = daemon + its containerd", head, "-" * len(head)]
+            f"{'sum PSS/RSS':>13}  {'unique':>7}  {'shims PSS/RSS (procs)':>22}  {'+shims':>7}  {'threads':>7}")
+    lines = ["memory, MiB (PSS from smaps_rollup / VmRSS); sum = daemon + its containerd; unique = the "
+             "pages they hold, shared ones counted once (pagemap); +shims = the same with the shims",
+             head, "-" * len(head)]
     for label, states in readings.items():
         for state, r in states.items():
             d, c, s = r["daemon"], r["containerd"], r["shims"]
@@ -168,8 +210,9 @@ def memory_table(readings: dict[str, dict[str, dict]], n: int) -> str:
                 f"{label:<10}{state:>8}  {mib(d['pss']) + '/' + mib(d['rss']):>15}  "
                 f"{mib(c['pss']) + '/' + mib(c['rss']):>18}  "
                 f"{mib(d['pss'] + c['pss']) + '/' + mib(d['rss'] + c['rss']):>13}  "
+                f"{mib(r['unique']):>7}  "
                 f"{mib(s['pss']) + '/' + mib(s['rss']) + ' (' + str(s['procs']) + ')':>22}  "
-                f"{d['threads'] + c['threads']:>7}")
+                f"{mib(r['unique_shims']):>7}  {d['threads'] + c['threads']:>7}")
     labels = list(readings)
     if len(labels) == 2:
         a, b = (readings[x] for x in labels)
@@ -179,6 +222,10 @@ def memory_table(readings: dict[str, dict[str, dict]], n: int) -> str:
             def tot(r: dict, key: str, shims: bool) -> int:
                 return r["daemon"][key] + r["containerd"][key] + (r["shims"][key] if shims else 0)
             parts = []
+            for key in ("unique", "unique_shims"):
+                base = a[state][key]
+                ratio = b[state][key] / base if base else 0.0
+                parts.append(f"unique {'with' if key == 'unique_shims' else 'w/o'} shims {ratio:.2f}")
             for key in ("pss", "rss"):
                 for shims in (False, True):
                     base = tot(a[state], key, shims)
@@ -313,11 +360,18 @@ def main() -> int:
             a, b = (statistics.median(r["wall_s"]) for r in out[key])
             summary.append(f"{title} {b / a:.2f} (skiffd {b * 1000:.0f} ms, dockerd {a * 1000:.0f} ms)")
         if "idle" in readings.get("dockerd", {}):
-            a = readings["dockerd"]["idle"]
-            b = readings["skiffd"]["idle"]
-            pa = a["daemon"]["pss"] + a["containerd"]["pss"]
-            pb = b["daemon"]["pss"] + b["containerd"]["pss"]
-            summary.append(f"memory idle PSS {pb / pa:.2f} ({mib(pb)} / {mib(pa)} MiB)")
+            a = readings["dockerd"]
+            b = readings["skiffd"]
+            for state in ("idle", f"{n} ctrs"):
+                if state not in a or state not in b:
+                    continue
+                ua, ub = a[state]["unique"], b[state]["unique"]
+                ra = a[state]["daemon"]["rss"] + a[state]["containerd"]["rss"]
+                rb = b[state]["daemon"]["rss"] + b[state]["containerd"]["rss"]
+                pa = a[state]["daemon"]["pss"] + a[state]["containerd"]["pss"]
+                pb = b[state]["daemon"]["pss"] + b[state]["containerd"]["pss"]
+                summary.append(f"memory {state}: unique {ub / ua:.2f} ({mib(ub)} / {mib(ua)} MiB), "
+                               f"RSS {rb / ra:.2f} ({mib(rb)} / {mib(ra)}), PSS {pb / pa:.2f}")
         tables.append("ratios skiffd/dockerd (targets <= 0.5): " + "; ".join(summary)
                       + f"; load average at the end {os.getloadavg()[0]:.2f}")
         print(tables[-1], flush=True)

@@ -95,6 +95,31 @@ def test_loaded_modules_speak_containerds_names_with_gogo_options():
     assert protos.load() is api
 
 
+def test_modules_are_imported_on_first_use_and_load_all_imports_every_one():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from skiff.containerd import protos\n"
+        "api = protos.load()\n"
+        "name = protos.API.module_name(protos.SERVICES['namespaces'])\n"
+        "before = name in sys.modules\n"
+        "assert api.namespaces.__name__ == name and name in sys.modules\n"
+        "assert api.namespaces is api.namespaces\n"
+        "try:\n"
+        "    api.no_such_module\n"
+        "except AttributeError as e:\n"
+        "    err = str(e)\n"
+        "api.load_all()\n"
+        "every = [protos.API.module_name(p, g) for p in protos.SERVICES.values() for g in (False, True)]\n"
+        "every += [protos.API.module_name(p) for p in protos.TYPES.values()]\n"
+        "print(before, all(m in sys.modules for m in every), err)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(None, 2) == ["False", "True", "containerd API: no module 'no_such_module'\n"]
+
+
 def test_main_check_and_usage(capsys):
     assert protos.main(["check"]) == 0
     assert "current" in capsys.readouterr().out

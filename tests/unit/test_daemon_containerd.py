@@ -108,6 +108,21 @@ def test_unknown_event_type_is_an_error():
         c.decode_any(AnyPB(type_url="example.Nope", value=b""))
 
 
+def test_metrics_types_decode_when_first_needed():
+    c = _client()
+    c.decode_envelope(api.events.Envelope(namespace="skiff", topic="/tasks/oom", event=AnyPB(
+        type_url="containerd.events.TaskOOM", value=api.ev_task.TaskOOM(container_id="c").SerializeToString())))
+    assert "io.containerd.cgroups.v1.Metrics" not in c._types()   # events only, so far
+    for pb in (api.cgroups_v1, api.cgroups_v2):
+        m = pb.Metrics()
+        m.pids.current = 3
+        got = c.decode_any(AnyPB(type_url=f"types.containerd.io/{m.DESCRIPTOR.full_name}",
+                                 value=m.SerializeToString()))
+        assert type(got).DESCRIPTOR.full_name == m.DESCRIPTOR.full_name and got.pids.current == 3
+    with pytest.raises(ApiError, match="unknown type 'example.Nope'"):
+        c.decode_any(AnyPB(type_url="example.Nope", value=b""))
+
+
 def test_message_to_dict_maps_and_any():
     img = api.images.Image(name="docker.io/library/busybox:latest", labels={"a": "b"},
                            target=api.descriptor.Descriptor(media_type="m", digest="sha256:00", size=3))

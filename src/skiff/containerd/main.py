@@ -86,40 +86,36 @@ def main(argv: list[str] | None = None) -> int:
     return serve(cfg, pid_file=args.pid_file, ready_fd=args.ready_fd)
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
-MALLOC_ARENAS = 1
+# Modules that grpcio imports and a synchronous gRPC server never uses (skiff.memtrim.defer_import):
+# the C core imports asyncio (which imports ssl) and ``grpc`` imports ``grpc.aio`` (whose classes
+# touch asyncio): ~3 MiB of skiff-containerd's memory.
+UNUSED_MODULES = ("asyncio", "grpc.aio")
 
 
-def limit_malloc_arenas(log: logging.Logger, arenas: int = MALLOC_ARENAS) -> None:
-    """Make glibc's malloc keep at most ``arenas`` arenas (unless MALLOC_ARENA_MAX is set).
+def setup_process(log: logging.Logger) -> None:
+    """Process-level memory settings, before grpc is imported and before any thread starts:
+    one malloc arena (every thread that allocates, gRPC's pollers and request threads, would get
+    its own, each keeping freed memory: ~6 MiB after one image import, bench/containerd_rss.py)
+    and the modules nobody uses here left unloaded."""
+    from skiff import memtrim
 
-    By default every thread that allocates (gRPC's pollers and request threads) gets an arena of
-    its own, each keeping freed memory: ~6 MiB more RSS after one image import here, for no
-    speed the GIL-bound daemon can use (bench/containerd_rss.py). Must run before threads start.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:  # not glibc (musl has no mallopt and no per-thread arenas)
-        return
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    if mallopt(M_ARENA_MAX, arenas) != 1:
-        log.warning("mallopt(M_ARENA_MAX, %d) failed: malloc keeps one arena per thread", arenas)
+    if not memtrim.limit_arenas(1):
+        log.warning("mallopt(M_ARENA_MAX, 1) failed: malloc keeps one arena per thread")
+    for name in UNUSED_MODULES:
+        memtrim.defer_import(name)
 
 
 def serve(cfg: object, *, pid_file: str | None = None, ready_fd: int | None = None) -> int:
     from skiff.containerd.config import Config
-    from skiff.containerd.protos import ProtoError
-    from skiff.containerd.server import Server, ServerError
-    from skiff.images.errors import ImageError
 
     assert isinstance(cfg, Config)
     setup_logging(cfg.log_level)
     log = logging.getLogger("skiff.containerd")
-    limit_malloc_arenas(log)
+    setup_process(log)
+    from skiff.containerd.protos import ProtoError
+    from skiff.containerd.server import Server, ServerError
+    from skiff.images.errors import ImageError
+
     server = Server(cfg, pid_file=pid_file)
     server.install_signal_handlers()
     try:

@@ -281,18 +281,32 @@ def build(out_dir: str | None = None, *, force: bool = False) -> str:
 
 class API:
     """The generated modules; service modules by short name (``api.containers``, with the
-    gRPC module as ``api.containers_grpc``), shared types likewise (``api.descriptor``)."""
+    gRPC module as ``api.containers_grpc``), shared types likewise (``api.descriptor``).
+
+    A module is imported when its attribute is first used: a client (skiffd) then holds the
+    descriptors and classes of the services it calls only (each service module costs 50-250 KiB);
+    ``load_all`` imports every one (the server, whose services and event filters need them all)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
-        for name, path in SERVICES.items():
-            setattr(self, name, self.module(path))
-            setattr(self, name + "_grpc", self.module(path, grpc=True))
-        for name, path in TYPES.items():
-            setattr(self, name, self.module(path))
 
-    def __getattr__(self, name: str) -> Any:  # the attributes set in __init__ (for mypy)
-        raise AttributeError(f"containerd API: no module {name!r}")
+    def __getattr__(self, name: str) -> Any:
+        grpc = name.endswith("_grpc")
+        key = name[:-len("_grpc")] if grpc else name
+        path = SERVICES.get(key) if grpc else SERVICES.get(key) or TYPES.get(key)
+        if path is None:
+            raise AttributeError(f"containerd API: no module {name!r}")
+        mod = self.module(path, grpc=grpc)
+        setattr(self, name, mod)
+        return mod
+
+    def load_all(self) -> None:
+        """Import every module now."""
+        for name in SERVICES:
+            getattr(self, name)
+            getattr(self, name + "_grpc")
+        for name in TYPES:
+            getattr(self, name)
 
     @staticmethod
     def module_name(proto_path: str, grpc: bool = False) -> str:

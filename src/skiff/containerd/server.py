@@ -103,6 +103,7 @@ class Server:
 
         cfg = self.config
         self.api = protos.load()
+        self.api.load_all()  # every service is served; event filters find types by name
         self._pid = PidFile(self.pid_file_path)
         try:
             self.core = Core(cfg)

@@ -119,6 +119,21 @@ def setup_logging(debug: bool) -> None:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
+MALLOC_ARENAS = 1
+
+
+def setup_process() -> None:
+    """Process-level memory settings, before any thread starts (docs/memory.md): one malloc
+    arena. Each thread that allocates (grpc's event engine and timer threads, asyncio's executor
+    threads) would otherwise get an arena of its own that keeps what the thread freed; skiffd
+    runs Python code under one GIL and gains no speed from them."""
+    from skiff import memtrim
+
+    if not memtrim.limit_arenas(MALLOC_ARENAS):
+        logging.getLogger("skiff.daemon").warning(
+            "mallopt(M_ARENA_MAX, %d) failed: malloc keeps one arena per thread", MALLOC_ARENAS)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, ns = load_config(argv)
@@ -129,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration OK")
         return 0
     setup_logging(cfg.debug)
+    setup_process()
     from skiff.daemon.server import Daemon, run_forever
     return run_forever(Daemon(cfg))
 

@@ -180,6 +180,7 @@ class Containerd:
         self.leases = api.leases_grpc.LeasesStub(self.channel)
         self.events = api.events_grpc.EventsStub(self.channel)
         self._event_types: dict[str, Any] | None = None
+        self._metric_types_added = False
         self._background: set[asyncio.Task[None]] = set()  # lease deletions under way
 
     @classmethod
@@ -549,6 +550,11 @@ class Containerd:
         types = self._types()
         name = a.type_url.rsplit("/", 1)[-1]
         cls = types.get(name)
+        if cls is None and not self._metric_types_added:
+            # the cgroup metrics modules (Tasks.Metrics) only when stats are first asked for
+            self._metric_types_added = True
+            self._add_types(types, [self.api.cgroups_v1, self.api.cgroups_v2])
+            cls = types.get(name)
         if cls is None:
             raise ApiError(f"containerd sent a message of unknown type {a.type_url!r}")
         msg = cls()
@@ -558,13 +564,16 @@ class Containerd:
     def _types(self) -> dict[str, Any]:
         if self._event_types is None:
             types: dict[str, Any] = {}
-            mods = list(self.api.event_modules()) + [self.api.cgroups_v1, self.api.cgroups_v2]
-            for mod in mods:
-                for msg_name in mod.DESCRIPTOR.message_types_by_name:
-                    cls = getattr(mod, msg_name)
-                    types[cls.DESCRIPTOR.full_name] = cls
+            self._add_types(types, self.api.event_modules())
             self._event_types = types
         return self._event_types
+
+    @staticmethod
+    def _add_types(types: dict[str, Any], mods: Any) -> None:
+        for mod in mods:
+            for msg_name in mod.DESCRIPTOR.message_types_by_name:
+                cls = getattr(mod, msg_name)
+                types[cls.DESCRIPTOR.full_name] = cls
 
     def decode_envelope(self, env: Any) -> Envelope:
         event = message_to_dict(self.decode_any(env.event)) if env.HasField("event") else {}
