@@ -166,6 +166,11 @@ class Daemon:
         if self.exec_service is not None:
             from skiff.daemon.api.exec import ExecRouter
             routers.append(ExecRouter(self.exec_service))
+        if self.image_service is not None and self.container_service is not None:   # issue 10 build
+            from skiff.daemon.api.build import BuildRouter
+            routers.append(BuildRouter(self.image_service, self.container_service,
+                                       os.path.join(self.cfg.data_root, "tmp"),
+                                       os.path.join(self.cfg.exec_root, "build")))
         if self.network is not None and self.container_service is not None:   # issue 8
             from skiff.daemon.api.networks import NetworksRouter
             routers.append(NetworksRouter(self.network, self.container_service, self.events))

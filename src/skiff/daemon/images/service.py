@@ -62,6 +62,11 @@ SNAPSHOTTER = "overlayfs"
 BUILTIN_NAME = "docker.io/library/busybox:latest"
 BUILTIN_REPO = "docker.io/library/busybox"
 DANGLING_PREFIX = "moby-dangling@"     # skiff.images.archive names unnamed images so
+# issue 10 (build): every image a build makes has a record "skiff-build@<manifest digest>" whose
+# labels hold its parent image ID and its build-cache key (see skiff.daemon.build.cache)
+BUILD_PREFIX = "skiff-build@"
+LABEL_BUILD_PARENT = "skiff.build.parent"
+LABEL_BUILD_KEY = "skiff.build.cachekey"
 LEASE_EXPIRE = 3600                    # seconds a load's lease lives at most
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since")
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -83,6 +88,11 @@ class Image:
     diff_ids: list[str] = field(default_factory=list)
     record_created_ns: int = 0
     record_updated_ns: int = 0
+    # issue 10 (build): the parent image ID, build-cache key and name of the build record (""
+    # when the image was not built here)
+    parent: str = ""
+    build_key: str = ""
+    build_record: str = ""
 
     @property
     def created_unix(self) -> int:
@@ -212,6 +222,11 @@ class ImageService:
                 have = by_id[img.id] = img
                 have.record_created_ns = rec.created_ns
             have.record_updated_ns = max(have.record_updated_ns, rec.updated_ns)
+            if rec.name.startswith(BUILD_PREFIX):       # issue 10 (build)
+                have.build_record = rec.name
+                have.parent = rec.labels.get(LABEL_BUILD_PARENT, "")
+                have.build_key = rec.labels.get(LABEL_BUILD_KEY, "")
+                continue
             if not rec.name.startswith(DANGLING_PREFIX):
                 have.full_names.append(rec.name)
                 have.names.append(familiar(rec.name))
@@ -278,7 +293,8 @@ class ImageService:
     # --- API shapes ---------------------------------------------------------------------------
 
     async def list(self, filters: dict[str, builtins.list[str]] | None = None, all: bool = False) -> builtins.list[dict]:
-        """``GET /images/json`` entries (``all`` changes nothing: there are no intermediate images)."""
+        """``GET /images/json`` entries; untagged images with children (a build's intermediate
+        images) only with ``all``, as dockerd."""
         filters = filters or {}
         for key in filters:
             if key not in LIST_FILTERS:
@@ -292,7 +308,11 @@ class ImageService:
         before = [await self.resolve(r) for r in filters.get("before", [])]
         since = [await self.resolve(r) for r in filters.get("since", [])]
         out = []
+        parents = {img.parent for img in images if img.parent}     # issue 10 (build)
         for img in images:
+            untagged_parent = not img.names and not img.repo_digests and img.id in parents
+            if untagged_parent and (not all or dangling is not None):
+                continue
             if dangling is not None and (not img.names) != dangling:
                 continue
             if before and not builtins.all(img.created_unix < b.created_unix for b in before):
@@ -331,7 +351,7 @@ class ImageService:
         cfg = img.config.get("config") or {}
         return {
             "Id": img.id,
-            "ParentId": "",
+            "ParentId": img.parent,
             "RepoTags": list(img.names if tags is None else tags),
             "RepoDigests": list(img.repo_digests),
             "Created": img.created_unix,
@@ -376,7 +396,7 @@ class ImageService:
             "Id": img.id,
             "RepoTags": list(img.names),
             "RepoDigests": list(img.repo_digests),
-            "Parent": "",
+            "Parent": img.parent,
             "Comment": _comment(raw),
             "Created": img.created or ZERO_TIME,
             "DockerVersion": raw.get("docker_version", ""),
@@ -632,6 +652,10 @@ class ImageService:
                 cid = users[0][0]
                 raise Conflict(f'conflict: unable to remove repository reference "{ref}" (must force) - '
                                f"container {cid[:12]} is using its referenced image {short}")
+            if img.build_record and await self._has_children(img):     # issue 10 (build)
+                for name in full:     # its last name goes; the image stays for its children
+                    await self._untag(name, img, out)
+                return out
             if users:     # forced: the name goes, the image stays (dangling) for its containers
                 assert img.target is not None
                 await self._name(DANGLING_PREFIX + img.target.digest, img.target, "")
@@ -646,6 +670,9 @@ class ImageService:
             if users and not force:
                 raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is being used by "
                                f"stopped container {users[0][0][:12]}")
+            if await self._has_children(img):      # issue 10 (build)
+                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - image has dependent "
+                               "child images")
             tags = [n for n in img.full_names if "@" not in n]
             if len(tags) > 1 and not force:
                 raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is referenced in "
@@ -675,6 +702,8 @@ class ImageService:
         dangling = DANGLING_PREFIX + img.target.digest
         if await self.cd.get_image(dangling) is not None:
             records.append(dangling)
+        if img.build_record:          # issue 10 (build)
+            records.append(img.build_record)
         # another image record with the same target (another config? no: same target = same
         # image) is covered by full_names; delete every record, the last one synchronously so
         # that containerd's GC has removed content and snapshots when we answer
@@ -684,13 +713,72 @@ class ImageService:
                 await self.cd.delete_image(name, sync=last and not noprune)
             except NotFound:
                 continue
-            if name != dangling:
+            if name != dangling and name != img.build_record:
                 out.append({"Untagged": familiar(name)})
                 self.events.publish("image", "untag", img.id, {"name": familiar(name)})
         out.append({"Deleted": img.id})
         for chain in chain_ids(img.diff_ids):
             self._usage.pop(chain, None)
         self.events.publish("image", "delete", img.id, {"name": img.id})
+        if img.parent and not noprune:      # issue 10 (build)
+            await self._prune_parent(img.parent, out)
+
+    # --- issue 10 (build): parents and intermediate images -----------------------------------
+
+    async def _has_children(self, img: Image) -> bool:
+        return any(other.parent == img.id for other in await self.images())
+
+    async def _prune_parent(self, parent_id: str, out: builtins.list[dict[str, str]]) -> None:
+        """After an image was deleted: its parent too when it is an untagged image a build
+        made that nothing else needs (no name, no other child, no container), as dockerd
+        prunes a deleted image's parent chain."""
+        images = await self.images()
+        parent = next((i for i in images if i.id == parent_id), None)
+        if parent is None or not parent.build_record or parent.names or parent.repo_digests:
+            return
+        if any(i.parent == parent_id for i in images) or self._users(parent):
+            return
+        await self._remove_image(parent, out)
+
+    async def add_build_image(self, target: Descriptor, parent_id: str, cache_key: str, lease: str) -> None:
+        """Record an image a build made (already in containerd and unpacked): its build record
+        with its parent and cache key (an untagged image a build made shows in ``docker
+        images`` only when it has no children)."""
+        labels = {LABEL_BUILD_PARENT: parent_id, LABEL_BUILD_KEY: cache_key}
+        name = BUILD_PREFIX + target.digest
+        try:
+            await self.cd.create_image(name, target, labels=labels, lease=lease)
+        except Conflict:      # the same image made again (a build without cache): the same record
+            await self.cd.update_image(name, target, labels=labels, lease=lease)
+
+    async def build_children(self, parent_id: str) -> builtins.list[Image]:
+        """The images a build made on ``parent_id`` (the candidates of a cache look-up)."""
+        return [i for i in await self.images() if i.build_record and i.parent == parent_id]
+
+    async def prune_build_cache(self) -> tuple[builtins.list[str], int]:
+        """``POST /build/prune``: delete the untagged images builds made that nothing uses (no
+        name, no child, no container: intermediate images left by failed builds or whose final
+        image is gone, and untagged build results), repeatedly (a deleted image frees its parent).
+        Returns (deleted image IDs, bytes reclaimed)."""
+        deleted: builtins.list[str] = []
+        sizes: dict[str, int] = {}          # chain ID -> size, of the layers of deleted images
+        while True:
+            images = await self.images()
+            parents = {i.parent for i in images if i.parent}
+            victims = [i for i in images if i.build_record and not i.names and not i.repo_digests
+                       and i.id not in parents and not self._users(i)]
+            if not victims:
+                break
+            for img in victims:
+                for chain, layer in zip(chain_ids(img.diff_ids), img.layers, strict=False):
+                    if chain not in sizes:
+                        sizes[chain] = await self._layer_size(chain, layer)
+                out: builtins.list[dict[str, str]] = []
+                await self._remove_image(img, out, noprune=True)
+                deleted.append(img.id)
+        # what is reclaimed: the layers no remaining image has
+        kept = {c for i in await self.images() for c in chain_ids(i.diff_ids)}
+        return deleted, sum(n for c, n in sizes.items() if c not in kept)
 
     async def history(self, ref: str) -> builtins.list[dict[str, Any]]:
         """``GET /images/{name}/history``: the config's history, newest first; layer sizes
@@ -717,6 +805,18 @@ class ImageService:
         rows.reverse()
         rows[0]["Id"] = img.id
         rows[0]["Tags"] = builtins.list(img.names)
+        # issue 10 (build): the rows of the images of a build's parent chain get their IDs and tags
+        # (moby: each image a build made added one history entry to its parent's)
+        cur = img
+        for row in rows[1:]:
+            if not cur.parent:
+                break
+            try:
+                cur = await self.resolve(cur.parent)
+            except NotFound:
+                break
+            row["Id"] = cur.id
+            row["Tags"] = builtins.list(cur.names) or None
         return rows
 
     async def prune(self, filters: dict[str, builtins.list[str]]) -> dict[str, Any]:
@@ -735,9 +835,13 @@ class ImageService:
             until = _parse_until(v)
         deleted: builtins.list[dict[str, str]] = []
         reclaimed = 0
-        for img in await self.images():
+        images = await self.images()
+        parents = {i.parent for i in images if i.parent}     # issue 10 (build)
+        for img in images:
             if only_dangling and img.names:
                 continue
+            if img.id in parents or {"Deleted": img.id} in deleted:
+                continue    # a build's intermediate image goes with its child; or already gone so
             if self._users(img):
                 continue
             if until is not None and img.created_unix >= until:
