@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("", "Load an image from a tar archive or STDIN"),
     "import": ("file|URL|- [REPOSITORY[:TAG]]", "Import the contents from a tarball to create a filesystem image"),
     "history": ("IMAGE", "Show the history of an image"),
+    "build": ("PATH | URL | -", "Build an image from a Dockerfile"),
+    "builder prune": ("", "Remove build cache"),
     "login": ("[SERVER]", "Log in to a registry"),
     "logout": ("[SERVER]", "Log out from a registry"),
     "version": ("", "Show the Docker version information"),
@@ -169,28 +171,61 @@ FLAGS: dict[str, str] = {
     "volume ls:quiet": "Only display volume names",
     "network ls:quiet": "Only display network IDs",
     "update:memory": "Memory limit",
+    "build:tag": 'Name and optionally a tag in the "name:tag" format',
+    "build:file": 'Name of the Dockerfile (Default is "PATH/Dockerfile"; "-" reads it from stdin)',
+    "build:build-arg": "Set build-time variables (K=V, or K to take its value from the environment)",
+    "build:target": "Set the target build stage to build",
+    "build:no-cache": "Do not use cache when building the image",
+    "build:pull": "Always attempt to pull a newer version of the image",
+    "build:quiet": "Suppress the build output and print image ID on success",
+    "build:network": "Set the networking mode for the RUN instructions during build",
+    "build:add-host": 'Add a custom host-to-IP mapping ("host:ip")',
+    "build:label": "Set metadata for an image",
+    "build:rm": "Remove intermediate containers after a successful build (default true)",
+    "build:force-rm": "Always remove intermediate containers",
+    "build:memory": "Memory limit for RUN",
+    "build:memory-swap": "Swap limit equal to memory plus swap: -1 to enable unlimited swap",
+    "build:cpu-shares": "CPU shares (relative weight)",
+    "build:cpuset-cpus": "CPUs in which to allow execution (0-3, 0,1)",
+    "build:cpuset-mems": "MEMs in which to allow execution (0-3, 0,1)",
+    "build:cpu-period": "Limit the CPU CFS (Completely Fair Scheduler) period",
+    "build:cpu-quota": "Limit the CPU CFS (Completely Fair Scheduler) quota",
+    "build:shm-size": 'Size of "/dev/shm"',
+    "build:cache-from": "Images to consider as cache sources",
+    "build:iidfile": "Write the image ID to the file",
+    "build:compress": "Compress the build context using gzip",
+    "build:cgroup-parent": 'Set the parent cgroup for the "RUN" instructions during build',
+    "build:ulimit": "Ulimit options",
+    "build:security-opt": "Security options",
+    "build:isolation": "Container isolation technology",
+    "build:squash": "Squash newly built layers into a single new layer",
+    "builder prune:all": "Remove all unused build cache, not just dangling ones",
+    "builder prune:keep-storage": "Amount of disk space to keep for cache",
 }
 
 _KIND = {"": "", ":": "string", "=": "list", "#": "int"}
 
 MANAGEMENT = {
+    "builder": "Manage builds",
     "container": "Manage containers",
     "image": "Manage images",
     "network": "Manage networks",
     "system": "Manage Docker",
     "volume": "Manage volumes",
 }
-COMMON = ["run", "exec", "ps", "pull", "push", "images", "login", "logout", "version", "info"]
+COMMON = ["run", "exec", "ps", "build", "pull", "push", "images", "login", "logout", "version", "info"]
 SUBCOMMANDS = {
+    "builder": ["build", "prune"],
     "container": ["attach", "commit", "cp", "create", "diff", "exec", "export", "inspect", "kill", "logs",
                   "ls", "pause", "port", "prune", "rename", "restart", "rm", "run", "start", "stats",
                   "stop", "top", "unpause", "update", "wait"],
-    "image": ["history", "import", "inspect", "load", "ls", "prune", "pull", "push", "rm", "save", "tag"],
+    "image": ["build", "history", "import", "inspect", "load", "ls", "prune", "pull", "push", "rm", "save", "tag"],
     "network": ["connect", "create", "disconnect", "inspect", "ls", "prune", "rm"],
     "system": ["df", "events", "info", "prune"],
     "volume": ["create", "inspect", "ls", "prune", "rm"],
 }
-_ALIAS = {"container ls": "ps", "image ls": "images", "image rm": "rmi", "image import": "import"}
+_ALIAS = {"container ls": "ps", "image ls": "images", "image rm": "rmi", "image import": "import",
+          "image build": "build", "builder build": "build"}
 
 
 def describe(cmd: str) -> str:

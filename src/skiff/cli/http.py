@@ -423,13 +423,13 @@ class Client:
         return r
 
     def upload(self, method: str, path: str, query: dict | None, produce: Any, ctype: str,
-               size: int | None = None) -> Response:
+               size: int | None = None, headers: dict[str, str] | None = None) -> Response:
         """Send a request whose body is streamed, never held whole (see ``skiff.cli.upload``):
         ``produce(write)`` calls ``write(bytes)`` piece by piece; ``size`` known means
         Content-Length, else chunked. The response body is left open; errors raise APIError."""
         from skiff.cli.upload import upload
 
-        return upload(self, method, path, query, produce, ctype, size)
+        return upload(self, method, path, query, produce, ctype, size, headers)
 
     def _error(self, r: Response) -> APIError:
         raw = r.body.read_all()

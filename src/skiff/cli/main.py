@@ -33,8 +33,9 @@ IMAGE_SUB = {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "pu
              "tag": "tag", "save": "save", "load": "load", "history": "history", "inspect": "inspect",
              "push": "push", "import": "import_"}
 SYSTEM_SUB = {"info": "info", "events": "events", "df": "df", "prune": "system_prune"}
+BUILDER_SUB = {"build": "build", "prune": "prune"}
 
-MANAGEMENT = ("container", "image", "network", "system", "volume")
+MANAGEMENT = ("builder", "container", "image", "network", "system", "volume")
 
 
 def _usage(group: str | None = None) -> int:
@@ -48,10 +49,14 @@ def _resolve(args: list[str]) -> tuple[str, str, list[str]] | None:
     if not args:
         return None
     cmd, rest = args[0], args[1:]
-    if cmd in ("container", "image", "system") :
+    if cmd == "build":
+        return "build", "build", rest
+    if cmd in ("container", "image", "system", "builder") :
         if not rest:
             return None
         sub, rest = rest[0], rest[1:]
+        if (cmd == "image" and sub == "build") or (cmd == "builder" and sub in BUILDER_SUB):
+            return "build", BUILDER_SUB[sub], rest
         if sub == "prune" and cmd in ("container", "image"):
             return "system", f"{cmd}_prune", rest
         if cmd == "container":
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             from skiff.cli import image as mod  # type: ignore[no-redef]
         elif modname == "objects":
             from skiff.cli import objects as mod  # type: ignore[no-redef]
+        elif modname == "build":
+            from skiff.cli import build as mod  # type: ignore[no-redef]
         else:
             from skiff.cli import system as mod  # type: ignore[no-redef]
         return int(getattr(mod, fn)(cli, rest) or 0)

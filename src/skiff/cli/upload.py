@@ -76,7 +76,7 @@ def file_size(f: Any) -> int | None:
 
 
 def upload(cli: Client, method: str, path: str, query: dict | None, produce: Any, ctype: str,
-           size: int | None = None) -> Response:
+           size: int | None = None, headers: dict[str, str] | None = None) -> Response:
     """``Client.upload``: one fresh connection; the head, then ``produce(write)``'s pieces, then
     the response head. A streamed body cannot be replayed, so the API version is settled
     first (one /_ping unless DOCKER_API_VERSION is set). A daemon that answers before it has
@@ -87,6 +87,7 @@ def upload(cli: Client, method: str, path: str, query: dict | None, produce: Any
     host = cli.hostname if not isinstance(cli.addr, str) else "api.moby.localhost"
     head = [f"{method} {url} HTTP/1.1", f"Host: {host}", "User-Agent: skiff-cli/1.0", f"Content-Type: {ctype}",
             f"Content-Length: {size}" if size is not None else "Transfer-Encoding: chunked"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
     sock = cli._connect()
     w = BodyWriter(sock, size)
     try:
