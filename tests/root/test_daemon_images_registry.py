@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from skiffd_util import Skiffd
 
-from registry_util import Registry, TokenServer
+from registry_util import FaultProxy, Registry, TokenServer
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -56,6 +56,8 @@ def test_push_pull_roundtrip_keeps_identity(skiffd, registry):
     ok(skiffd, "rmi", ref)
     out = ok(skiffd, "pull", ref)
     assert "Pulling from t/bb" in out and f"Digest: {digest}" in out
+    # the layer is in containerd's content store (busybox's): not downloaded again
+    assert "Already exists" in out, out
     # the image is still there under busybox: nothing new to download, same ID
     assert f"Status: Image is up to date for {ref}" in out or f"Downloaded newer image for {ref}" in out
     pulled = inspect(skiffd, ref)
@@ -64,7 +66,7 @@ def test_push_pull_roundtrip_keeps_identity(skiffd, registry):
     assert f"{registry.host}/t/bb@{digest}" in pulled["RepoDigests"]
     again = ok(skiffd, "pull", ref)
     assert f"Status: Image is up to date for {ref}" in again
-    assert ok(skiffd, "run", "--rm", ref, "echo", "pulled").strip() == "pulled"
+    assert ok(skiffd, "run", "--rm", "--network", "none", ref, "echo", "pulled").strip() == "pulled"
     # a pull of what the registry does not have: Docker's message, exit 1
     r = skiffd.docker("pull", f"{registry.host}/t/nothere:1")
     assert r.returncode == 1
@@ -154,3 +156,71 @@ def test_login_token_flow(skiffd, tmp_path):
             reg.stop()
     finally:
         ts.stop()
+
+
+def _layer_digest(registry: Registry, repo: str, tag: str) -> str:
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=30)
+    try:
+        conn.request("GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": ", ".join((
+            "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"))})
+        resp = conn.getresponse()
+        doc = json.loads(resp.read())
+    finally:
+        conn.close()
+    return doc["layers"][0]["digest"]
+
+
+def _fresh_image(d: Skiffd, ref: str) -> None:
+    """A one-layer image of its own (not busybox's layer, which containerd has): imported."""
+    import io
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        info = tarfile.TarInfo("data.bin")
+        data = os.urandom(3 << 20)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    r = subprocess.run([*_docker(d), "import", "-", ref], input=raw.getvalue(), capture_output=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _docker(d: Skiffd) -> list[str]:
+    from skiffd_util import DOCKER
+    return [DOCKER, "-H", f"unix://{d.sock}"]
+
+
+def test_pull_resumes_a_cut_download_and_refuses_corrupt_blobs(skiffd, registry):
+    """A blob download cut mid-way is resumed where containerd's ingest stopped (a Range
+    request); a blob whose bytes do not match its digest fails the pull in Docker's words,
+    names no image, and leaves nothing that stops the next pull."""
+    ref = f"{registry.host}/t/fresh:1"
+    _fresh_image(skiffd, ref)
+    want = inspect(skiffd, ref)["Id"]
+    ok(skiffd, "push", ref)
+    ok(skiffd, "rmi", ref)
+    layer = _layer_digest(registry, "t/fresh", "1")
+    proxy = FaultProxy(registry.port).start()
+    try:
+        via = f"{proxy.host}/t/fresh:1"
+        cut_at = (1 << 20) + 4321
+        proxy.cut[layer] = [cut_at, 1]
+        out = ok(skiffd, "pull", via)
+        assert "Retrying in" in out, out
+        gets = [r for r in proxy.requests if r["method"] == "GET" and r["path"].endswith(layer)]
+        assert len(gets) == 2, proxy.requests
+        assert gets[0]["range"] is None
+        assert gets[1]["range"] == f"bytes={cut_at}-", gets
+        assert inspect(skiffd, via)["Id"] == want
+        ok(skiffd, "rmi", via)
+
+        proxy.corrupt.add(layer)
+        r = skiffd.docker("pull", via)
+        assert r.returncode == 1
+        assert f"filesystem layer verification failed for digest {layer}" in r.stderr, r.stderr
+        assert skiffd.docker("image", "inspect", via).returncode == 1
+        proxy.corrupt.clear()
+        ok(skiffd, "pull", via)
+        assert inspect(skiffd, via)["Id"] == want
+    finally:
+        proxy.stop()

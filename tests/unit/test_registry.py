@@ -591,3 +591,23 @@ def test_identity_token_and_registry_token(token_setup, store, store2, built):
     before = len(ts.requests)
     pull(name, store2.content, store2.meta, auth=ra.AuthConfig(registry_token=token))
     assert len(ts.requests) == before
+
+
+def test_layer_ready_reports_each_layer_once_it_is_in_the_store(open_registry, store, store2):
+    """``layer_ready(index, layer, diff_id)``: every manifest position, with its diff ID, once
+    the blob is committed (a caller unpacks in order while the rest download); a layer the
+    store has already is reported at once, before any download."""
+    host = open_registry.host
+    layers = [_layer({"a": b"1" * 5000}), _layer({"b": b"2" * 7000}), _layer({"a": b"1" * 5000})]
+    name = f"{host}/skiff/ready:1"
+    _put_image(store, name, layers)
+    push(name, store.content, store.meta)
+    store2.put_blob(layers[1])           # the middle one is there already
+    seen: list[tuple[int, str, str, bool]] = []
+
+    def ready(i: int, layer: Descriptor, diff_id: str) -> None:
+        seen.append((i, layer.digest, diff_id, store2.content.exists(layer.digest)))
+    pull(name, store2.content, store2.meta, layer_ready=ready)
+    digests = ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]
+    assert sorted(seen) == [(i, d, d, True) for i, d in enumerate(digests)]
+    assert seen[0][0] == 1               # reported before the downloads start

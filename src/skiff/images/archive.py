@@ -69,7 +69,7 @@ import tempfile
 import zlib
 
 from skiff.images.content import DEFAULT_NAMESPACE, Descriptor, validate_digest
-from skiff.images.errors import ImageError, InvalidArgument, NotFound
+from skiff.images.errors import DigestMismatch, ImageError, InvalidArgument, NotFound
 from skiff.images.leases import LeaseManager
 from skiff.images.manifest import (
     ANNOTATION_IMAGE_NAME,
@@ -332,10 +332,10 @@ class _ArchiveFiles:
                 validate_digest(expected, f"{self.where}: member {name!r}")
             except InvalidArgument as e:
                 raise ArchiveError(str(e)) from None
-        algorithm = m.group(1) if m is not None else "sha256"
         self._counter += 1
         ref = f"archive-{self._session}-{self._counter}"
-        h = hashlib.new(algorithm)
+        # the store hashes what is written (and checks it against ``expected`` at the commit):
+        # the digest comes from the commit, the data is hashed once
         with self.store.writer(ref, expected, size) as w:
             try:
                 left = size
@@ -343,14 +343,13 @@ class _ArchiveFiles:
                     chunk = f.read(min(BLOCK, left))
                     if not chunk:
                         raise ArchiveError(f"{self.where}: member {name!r}: truncated")
-                    h.update(chunk)
                     w.write(chunk)
                     left -= len(chunk)
-                digest = f"{algorithm}:{h.hexdigest()}"
-                if expected is not None and digest != expected:
-                    raise ArchiveError(f"{self.where}: blob {name}: content has digest {digest}, not the one "
-                                       "its name says")
-                w.commit(size, digest)
+                try:
+                    digest = w.commit(size, expected).digest
+                except DigestMismatch as e:
+                    raise ArchiveError(f"{self.where}: blob {name}: content has a digest, not the one its name "
+                                       f"says ({e})") from None
             except BaseException:
                 w.close()
                 self.store.abort(ref)

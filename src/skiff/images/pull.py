@@ -371,8 +371,12 @@ def pull(ref: str | Reference, content: ContentStore, meta: MetaDB, namespace: s
          auth: object = None, *, unpack: Callable[[Descriptor, ContentStore], object] | None = None,
          insecure_registries: Iterable[str] = (), max_concurrent_downloads: int = MAX_CONCURRENT_DOWNLOADS,
          retries: int = DEFAULT_RETRIES, client: RegistryClient | None = None,
-         labels: Mapping[str, str] | None = None, retry_delay: float = 0.5) -> ImageRecord:
-    """Pull ``ref`` (see module doc) and return the image record."""
+         labels: Mapping[str, str] | None = None, retry_delay: float = 0.5,
+         layer_ready: Callable[[int, Descriptor, str], object] | None = None) -> ImageRecord:
+    """Pull ``ref`` (see module doc) and return the image record. ``layer_ready(index, layer,
+    diff_id)``, when given, is called (from the download threads, in any order) as soon as the
+    blob of the manifest's layer ``index`` is in the store, downloaded or there already: a
+    caller can unpack the layers in order while the later ones still download."""
     named = parse_docker_ref(ref) if isinstance(ref, str) else tag_name_only(ref)
     if not named.path or not named.domain:
         raise InvalidArgument(f"pull {ref}: not a repository reference")
@@ -383,7 +387,7 @@ def pull(ref: str | Reference, content: ContentStore, meta: MetaDB, namespace: s
         client = RegistryClient(named.domain, make_authorizer(auth), insecure_registries=insecure_registries)
     try:
         return _pull(named, content, meta, namespace, matcher, platform is not None, progress, client,
-                     unpack, max(1, max_concurrent_downloads), retries, labels or {}, retry_delay)
+                     unpack, max(1, max_concurrent_downloads), retries, labels or {}, retry_delay, layer_ready)
     finally:
         if own_client:
             client.close()
@@ -392,7 +396,8 @@ def pull(ref: str | Reference, content: ContentStore, meta: MetaDB, namespace: s
 def _pull(named: Reference, content: ContentStore, meta: MetaDB, namespace: str, matcher: PlatformMatcher,
           explicit_platform: bool, progress: Progress, client: RegistryClient,
           unpack: Callable[[Descriptor, ContentStore], object] | None, limit: int, retries: int,
-          labels: Mapping[str, str], retry_delay: float) -> ImageRecord:
+          labels: Mapping[str, str], retry_delay: float,
+          layer_ready: Callable[[int, Descriptor, str], object] | None = None) -> ImageRecord:
     repo = named.path
     reference = named.digest or named.tag
     progress.emit(f"Pulling from {repo}", id=reference)
@@ -452,8 +457,16 @@ def _pull(named: Reference, content: ContentStore, meta: MetaDB, namespace: str,
             raise InvalidArgument(f"image {named}: manifest {manifest_desc.digest} lists {len(manifest.layers)} "
                                   f"layers, its config {len(config.diff_ids)} diff IDs")
 
+        ready = None
+        if layer_ready is not None:
+            diff_ids = list(config.diff_ids)
+
+            def ready(digest: str) -> None:
+                for i, layer in enumerate(manifest.layers):
+                    if layer.digest == digest:
+                        layer_ready(i, layer, diff_ids[i])
         downloaded = _fetch_layers(client, repo, manifest.layers, store, progress, limit, retries, cancel,
-                                   with_source, retry_delay)
+                                   with_source, retry_delay, ready)
         for doc_desc, doc_data, children in reversed(documents):  # children before parents
             present = None if children is None else {d for d in children if store.exists(d)}
             _store_bytes(store, doc_desc, doc_data,
@@ -486,8 +499,10 @@ def _pull(named: Reference, content: ContentStore, meta: MetaDB, namespace: str,
 
 def _fetch_layers(client: RegistryClient, repo: str, layers: list[Descriptor], store: ContentStore,
                   progress: Progress, limit: int, retries: int, cancel: threading.Event,
-                  with_source: Callable[[str], dict[str, str]], retry_delay: float) -> list[Descriptor]:
-    """Download the layers that are missing; returns those downloaded (in manifest order)."""
+                  with_source: Callable[[str], dict[str, str]], retry_delay: float,
+                  ready: Callable[[str], None] | None = None) -> list[Descriptor]:
+    """Download the layers that are missing; returns those downloaded (in manifest order).
+    ``ready(digest)`` is called for each layer blob once it is in the store."""
     todo: list[Descriptor] = []
     seen: set[str] = set()
     for layer in layers:
@@ -498,6 +513,8 @@ def _fetch_layers(client: RegistryClient, repo: str, layers: list[Descriptor], s
             store.update_labels(layer.digest, with_source(layer.digest),
                                 tuple(f"labels.{k}" for k in with_source(layer.digest)))
             progress.emit("Already exists", short_id(layer.digest), detail=True)
+            if ready is not None:
+                ready(layer.digest)
         else:
             todo.append(layer)
             progress.emit("Pulling fs layer", short_id(layer.digest), detail=True)
@@ -522,6 +539,8 @@ def _fetch_layers(client: RegistryClient, repo: str, layers: list[Descriptor], s
                        on_verify=lambda: progress.emit("Verifying Checksum", sid, detail=True),
                        retry_delay=retry_delay)
             progress.emit("Download complete", sid, detail=True)
+            if ready is not None:
+                ready(layer.digest)
         return run
 
     run_limited([task(layer) for layer in todo], limit, cancel,

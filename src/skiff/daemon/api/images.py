@@ -239,7 +239,7 @@ class ImagesRouter(Router):
         if request.query.get("platform"):
             raise InvalidParameter(f"load: platform {request.query['platform']!r}: choosing a platform is not "
                                    "supported (the images of the archive are loaded for this host's platform)")
-        messages = await self.images.load(request.content.read)
+        messages = await transfer.load(self.images, request.content.read, self.tmp_dir)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         for m in messages:

@@ -1,12 +1,15 @@
-"""Image transfers of skiffd over the image library: pull, push, save (``docker save``),
+"""Image transfers of skiffd over the image library: pull, push, load, save (``docker save``),
 import (``docker import``), commit, and registry login.
 
-The library (``skiff.images.pull``, ``push``, ``archive``) works on its own content store and
-metadata database; skiffd's images live in containerd. Each operation therefore works through
-a private scratch store in a temporary directory: a pull or an import lands there and is then
-copied into containerd (``ImageService._copy_tree``), unpacked and named; a push or a save
-first copies the image's blobs out of containerd into the scratch store. The scratch store is
-removed when the operation ends, whatever happened.
+The library (``skiff.images.pull``, ``push``, ``archive``) works on a content store and a
+metadata database; skiffd's images live in containerd. Pull, push, load and save give the
+library containerd's content store itself (``cdcontent.ContainerdContent``: blobs stream
+between the registry or the archive and containerd, written once, under a containerd lease)
+and a private scratch metadata database in a temporary directory for the library's own
+records (its lease, the image names it reads or writes). After a pull or a load the image is
+unpacked and named in containerd. ``docker import`` still lands in a scratch content store
+and is copied into containerd (``ImageService._copy_tree``). Scratch directories are removed
+when the operation ends, whatever happened.
 
 Progress messages of the library (Docker's JSON progress: status / id / progressDetail) are
 passed on as they come, from the library's threads to the caller's coroutine through a queue.
@@ -24,11 +27,13 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from skiff.daemon.api.errors import ApiError, Conflict, InvalidParameter, NotFound, Unavailable
 from skiff.daemon.containerd.client import Descriptor
+from skiff.daemon.images.cdcontent import ContainerdContent
 from skiff.daemon.images.service import SNAPSHOTTER, Image, ImageService, familiar
 from skiff.images.errors import ImageError
 from skiff.images.manifest import (
@@ -36,7 +41,6 @@ from skiff.images.manifest import (
     children,
     gc_labels,
     is_index,
-    is_manifest,
 )
 from skiff.images.reference import ReferenceError, parse_docker_ref
 
@@ -115,59 +119,16 @@ def lib_desc(d: Descriptor) -> Any:
     return LibDescriptor(d.media_type, d.digest, d.size, d.annotations)
 
 
-async def export_tree(svc: ImageService, scratch: Scratch, desc: Descriptor) -> Descriptor:
-    """Copy ``desc`` and what it names that containerd holds into the scratch store. Returns
-    what to name: ``desc``, or for an index of which containerd lacks some manifests, the
-    manifest of this platform (what the image is here)."""
-    from skiff.images.pull import store_bytes
+async def name_target(svc: ImageService, desc: Descriptor) -> Descriptor:
+    """What a push or save names for the image whose target is ``desc``: the target, or for an
+    index of which containerd lacks some manifests, the manifest of this platform (what the
+    image is here)."""
     if is_index(desc.media_type):
         data = await svc.cd.read_blob(desc.digest, MAX_MANIFEST_SIZE)
-        kids = children(lib_desc(desc), data)
-        complete = True
-        for kid in kids:
-            if await svc.cd.content_info(kid.digest) is None:
-                complete = False
-        if not complete:
-            mdesc = await svc._manifest_for(desc)
-            return await export_tree(svc, scratch, mdesc)
-        for kid in kids:
-            await export_tree(svc, scratch, Descriptor(kid.media_type, kid.digest, kid.size))
-        await asyncio.to_thread(store_bytes, scratch.store, f"x-{desc.digest}", desc.digest, data)
-        return desc
-    if is_manifest(desc.media_type):
-        data = await svc.cd.read_blob(desc.digest, MAX_MANIFEST_SIZE)
         for kid in children(lib_desc(desc), data):
-            await export_blob(svc, scratch, kid.digest)
-        await asyncio.to_thread(store_bytes, scratch.store, f"x-{desc.digest}", desc.digest, data)
-        return desc
-    await export_blob(svc, scratch, desc.digest)
+            if await svc.cd.content_info(kid.digest) is None:
+                return await svc._manifest_for(desc)
     return desc
-
-
-async def export_blob(svc: ImageService, scratch: Scratch, digest: str) -> None:
-    """Copy one blob from containerd into the scratch store, streamed (layers can be large)."""
-    import grpc
-
-    from skiff.daemon.containerd.client import map_error
-    if await asyncio.to_thread(scratch.store.exists, digest):
-        return
-    info = await svc.cd.content_info(digest)
-    if info is None:
-        raise NotFound(f"image content {digest}: not in the content store (the image is incomplete)")
-    size = int(info.get("size") or 0)
-    w = await asyncio.to_thread(scratch.store.writer, f"x-{digest}", digest, size)
-    try:
-        if w.offset:
-            w.truncate(0)
-        try:
-            async for resp in svc.cd.content.Read(svc.cd.api.content.ReadContentRequest(digest=digest),
-                                                  metadata=svc.cd._md):
-                w.write(resp.data)
-        except grpc.RpcError as e:
-            raise map_error(e, svc.cd.address) from None
-        await asyncio.to_thread(w.commit, size, digest)
-    finally:
-        w.close()
 
 
 async def import_target(svc: ImageService, scratch: Scratch, target: Any, names: list[str], lease: str) -> Image:
@@ -260,6 +221,54 @@ def _mirror_netloc(mirror: str) -> tuple[str, bool]:
     return u.netloc, u.scheme == "http"
 
 
+class LayerUnpacker:
+    """Unpacks a pull's layers in manifest order while the later ones still download (as
+    Docker extracts a layer as soon as it and those below it are there). The library reports
+    each layer blob that is in containerd (``ready``, from its download threads); ``run``
+    applies layer 0, 1, ... as each becomes available, one at a time under the image
+    service's lock, and returns when ``finish`` was called and nothing ready is left. A layer
+    whose snapshot exists already is skipped. The image's own unpack afterwards finds the
+    snapshots and only sets the labels."""
+
+    def __init__(self, svc: ImageService, lease: str, where: str) -> None:
+        self.svc = svc
+        self.lease = lease
+        self.where = where
+        self.loop = asyncio.get_running_loop()
+        self.ready_layers: dict[int, tuple[Any, str]] = {}
+        self.changed = asyncio.Event()
+        self.finished = False
+
+    def ready(self, index: int, layer: Any, diff_id: str) -> None:
+        def mark() -> None:
+            self.ready_layers[index] = (layer, diff_id)
+            self.changed.set()
+        self.loop.call_soon_threadsafe(mark)
+
+    def finish(self) -> None:
+        self.finished = True
+        self.changed.set()
+
+    async def run(self) -> None:
+        parent = ""
+        i = 0
+        while True:
+            while i not in self.ready_layers:
+                if self.finished:
+                    return
+                self.changed.clear()
+                await self.changed.wait()
+            layer, diff_id = self.ready_layers[i]
+            chain = diff_id if not parent else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+            async with self.svc._lock:
+                if await self.svc.cd.stat_snapshot(chain, SNAPSHOTTER) is None:
+                    desc = Descriptor(layer.media_type, layer.digest, layer.size)
+                    await self.svc._apply_one(desc, diff_id, chain, parent, self.lease,
+                                              f"{self.where}: layer {i} ({layer.digest})")
+            parent = chain
+            i += 1
+
+
 def pull_messages(svc: ImageService, ref_text: str, auth: dict | None, platform: str | None,
                   tmp_dir: str | None) -> AsyncIterator[dict]:
     """``POST /images/create?fromImage=``: pull into containerd; yields progress messages."""
@@ -287,8 +296,14 @@ def pull_messages(svc: ImageService, ref_text: str, auth: dict | None, platform:
                 msg = {"status": f"Status: Image is up to date for {shown}"}
             pq.put(msg)
         state: dict[str, bool] = {}
-        scratch = await asyncio.to_thread(Scratch, tmp_dir)
+        # the blobs go straight into containerd under this lease; the library's own records
+        # (its lease, the image record) go to a scratch metadata database
+        lease = await svc._lease()
+        scratch = None
         try:
+            scratch = await asyncio.to_thread(Scratch, tmp_dir)
+            store = ContainerdContent(svc.cd, asyncio.get_running_loop(), lease)
+
             def do_pull() -> Any:
                 sources: list[tuple[str, list[str]]] = []
                 if named.domain == DOCKER_HUB_DOMAIN:
@@ -302,9 +317,9 @@ def pull_messages(svc: ImageService, ref_text: str, auth: dict | None, platform:
                     client = RegistryClient(domain, authorizer(None if is_mirror else auth),
                                             insecure_registries=[*svc.insecure_registries, *extra_insecure])
                     try:
-                        return pull(named, scratch.store, scratch.meta, NS, platform=platform,
+                        return pull(named, store, scratch.meta, NS, platform=platform,  # type: ignore[arg-type]
                                     progress_cb=put, auth=client.authorizer, client=client,
-                                    insecure_registries=svc.insecure_registries)
+                                    insecure_registries=svc.insecure_registries, layer_ready=unpacker.ready)
                     except RegistryError as e:
                         if not is_mirror:
                             raise
@@ -313,20 +328,43 @@ def pull_messages(svc: ImageService, ref_text: str, auth: dict | None, platform:
                     finally:
                         client.close()
                 raise AssertionError(f"unreachable: {last}")
+            t0 = time.monotonic()
+            unpacker = LayerUnpacker(svc, lease, f"pull {shown}")
+            unpacking = asyncio.ensure_future(unpacker.run())
             try:
                 record = await asyncio.to_thread(do_pull)
-            except ImageError as e:
-                raise pull_error(e, named) from None
-            async with svc._lock:
-                lease = await svc._lease()
+            except BaseException as e:
+                # the pull's error is the one raised; the layers' unpacking stops
+                unpacker.finish()
+                unpacking.cancel()
                 try:
-                    img = await import_target(svc, scratch, record.target, [str(named)], lease)
-                finally:
-                    await svc._drop_lease(lease)
+                    await unpacking
+                except asyncio.CancelledError:
+                    pass
+                except (ApiError, ImageError) as ue:
+                    log.info("pull %s: unpacking the layers failed too: %s", shown, ue)
+                if isinstance(e, ImageError):
+                    raise pull_error(e, named) from None
+                raise
+            unpacker.finish()
+            t1 = time.monotonic()
+            await unpacking          # the layers not applied yet; its error if it failed
+            target = record.target
+            tdesc = Descriptor(target.media_type, target.digest, target.size, dict(target.annotations))
+            async with svc._lock:
+                mdesc = await svc._manifest_for(tdesc)
+                await svc.unpack(mdesc, lease)
+                await svc.add_image([str(named)], tdesc, lease)
+            img = await svc._image_from_target(tdesc)
             svc.events.publish("image", "pull", shown, {"name": shown})
-            log.info("pulled %s (%s)", shown, img.id)
+            log.info("pulled %s (%s): downloaded in %.2f s, unpacked and named in %.2f s", shown, img.id,
+                     t1 - t0, time.monotonic() - t1)
         finally:
-            await asyncio.to_thread(scratch.close)
+            try:
+                if scratch is not None:
+                    await asyncio.to_thread(scratch.close)
+            finally:
+                await svc._drop_lease(lease)
 
     return pq.run(work)
 
@@ -386,11 +424,14 @@ def push_messages(svc: ImageService, name: str, tag: str, auth: dict | None,
             assert img.target is not None
             scratch = await asyncio.to_thread(Scratch, tmp_dir)
             try:
-                target = await export_tree(svc, scratch, img.target)
+                # the blobs are read from containerd as they are uploaded; the scratch database
+                # only names the image for the library
+                target = await name_target(svc, img.target)
                 await asyncio.to_thread(scratch.set_image, str(ref), lib_desc(target))
+                store = ContainerdContent(svc.cd, asyncio.get_running_loop())
                 try:
-                    await asyncio.to_thread(push, ref, scratch.store, scratch.meta, NS, pq.put, authorizer(auth),
-                                            insecure_registries=svc.insecure_registries)
+                    await asyncio.to_thread(push, ref, store, scratch.meta, NS, pq.put,  # type: ignore[arg-type]
+                                            authorizer(auth), insecure_registries=svc.insecure_registries)
                 except ImageError as e:
                     raise api_error(e, "") from None
             finally:
@@ -470,7 +511,7 @@ async def save(svc: ImageService, names: list[str], send: Callable[[bytes], Any]
         for n in names:
             img = await svc.resolve(n)
             assert img.target is not None
-            target = await export_tree(svc, scratch, img.target)
+            target = await name_target(svc, img.target)
             refs: list[str] = []
             try:
                 r = parse_docker_ref(n)
@@ -491,9 +532,10 @@ async def save(svc: ImageService, names: list[str], send: Callable[[bytes], Any]
                     save_names.append(ref)
         loop = asyncio.get_running_loop()
         out = _ChunkWriter(loop, send)
+        store = ContainerdContent(svc.cd, loop)
 
         def do_save() -> None:
-            save_archive(save_names, scratch.store, scratch.meta, out, NS,  # type: ignore[arg-type]
+            save_archive(save_names, store, scratch.meta, out, NS,  # type: ignore[arg-type]
                          platform=platform, format="docker")
             out.flush()
         try:
@@ -504,6 +546,59 @@ async def save(svc: ImageService, names: list[str], send: Callable[[bytes], Any]
         await asyncio.to_thread(scratch.close)
     for n in names:
         svc.events.publish("image", "save", n, {"name": n})
+
+
+# --- load -----------------------------------------------------------------------------------
+
+async def load(svc: ImageService, read: Callable[[int], Any], tmp_dir: str | None) -> list[dict[str, str]]:
+    """``POST /images/load``: a docker-archive or OCI archive read through ``read(n)`` (b"" at
+    the end), its blobs written straight into containerd as the archive is read; returns the
+    result messages (``{"stream": "Loaded image: busybox:latest\\n"}``)."""
+    from skiff.images.archive import load as load_archive
+    loop = asyncio.get_running_loop()
+
+    class Reader:
+        def read(self, n: int = -1) -> bytes:
+            return asyncio.run_coroutine_threadsafe(read(n if n > 0 else 1 << 20), loop).result()
+
+    messages: list[dict[str, str]] = []
+    lease = await svc._lease()
+    scratch = None
+    try:
+        scratch = await asyncio.to_thread(Scratch, tmp_dir)
+        store = ContainerdContent(svc.cd, loop, lease)
+        meta = scratch.meta
+
+        def do_load() -> list[Any]:
+            return load_archive(Reader(), store, meta, NS,  # type: ignore[arg-type]
+                                progress_cb=messages.append, where="archive")
+        t0 = time.monotonic()
+        try:
+            loaded = await asyncio.to_thread(do_load)
+        except ImageError as e:
+            raise InvalidParameter(str(e)) from None
+        t1 = time.monotonic()
+        async with svc._lock:
+            for img in loaded:
+                mdesc = Descriptor(img.manifest.media_type, img.manifest.digest, img.manifest.size)
+                await svc.unpack(mdesc, lease)
+                target = Descriptor(img.target.media_type, img.target.digest, img.target.size,
+                                    dict(img.target.annotations))
+                await svc.add_image(list(img.names), target, lease)
+        log.info("load: %d image(s) read and stored in %.2f s, unpacked and named in %.2f s", len(loaded),
+                 t1 - t0, time.monotonic() - t1)
+    finally:
+        try:
+            if scratch is not None:
+                await asyncio.to_thread(scratch.close)
+        finally:
+            await svc._drop_lease(lease)
+    for img in loaded:
+        for name in img.names:
+            svc.events.publish("image", "load", img.config_digest, {"name": familiar(name)})
+        if not img.names:
+            svc.events.publish("image", "load", img.config_digest, {"name": img.config_digest})
+    return messages
 
 
 # --- import ---------------------------------------------------------------------------------
