@@ -206,7 +206,7 @@ def test_resolv_conf_drops_local_nameservers_and_never_invents_one():
     out = etcfiles.resolv_conf("nameserver 10.1.2.3\nnameserver 127.0.0.1\n")
     assert out == "nameserver 10.1.2.3\n"
     out = etcfiles.resolv_conf("nameserver 127.0.0.1\n", dns=["192.0.2.1"], search=["a.b"], options=["ndots:2"])
-    assert out == "nameserver 192.0.2.1\nsearch a.b\noptions ndots:2\n"
+    assert out == "search a.b\nnameserver 192.0.2.1\noptions ndots:2\n"     # dockerd's order
     with pytest.raises(ValueError, match="not an IP address"):
         etcfiles.resolv_conf("", dns=["dns.example"])
 
@@ -324,7 +324,7 @@ def test_event_monitor_dispatches_and_resubscribes_after_a_broken_stream():
 
 def test_user_names_resolved_from_the_topmost_layer_with_etc_passwd(tmp_path):
     from skiff.daemon.containerd.client import Mount
-    from skiff.daemon.containers.backend import _layer_dirs, _resolve_user
+    from skiff.daemon.containers.backend import _layer_dirs, resolve_user_in_mounts
 
     upper, low1, low2 = tmp_path / "upper", tmp_path / "l1", tmp_path / "l2"
     for d in (upper, low1, low2):
@@ -334,8 +334,8 @@ def test_user_names_resolved_from_the_topmost_layer_with_etc_passwd(tmp_path):
     (low2 / "etc" / "group").write_text("root:x:0:\nwww:x:44:\nstaff:x:50:web\n")
     m = Mount("overlay", "overlay", [f"lowerdir={low1}:{low2}", f"upperdir={upper}", "workdir=/w"])
     assert _layer_dirs([m]) == [str(upper), str(low1), str(low2)]
-    assert _resolve_user([m], "1000:1000", None) is None          # numeric: specgen's job
-    u = _resolve_user([m], "web", None)
+    assert resolve_user_in_mounts([m], "1000:1000", None) is None          # numeric: specgen's job
+    u = resolve_user_in_mounts([m], "web", None)
     assert (u["uid"], u["gid"]) == (33, 44) and 50 in u["additionalGids"]
     with pytest.raises(InvalidParameter):
-        _resolve_user([m], "nobody", None)
+        resolve_user_in_mounts([m], "nobody", None)

@@ -56,24 +56,53 @@ def test_port_bindings_parse():
                              "53/udp": [{"HostIp": "", "HostPort": ""}]}}
     maps = ports.parse(host, {"80/tcp": {}, "53/udp": {}})
     assert [m.to_json() for m in maps] == [
-        {"proto": "tcp", "container_port": 80, "host_ip": "127.0.0.1", "host_port": 8080},
-        {"proto": "udp", "container_port": 53, "host_ip": "", "host_port": 0}]
+        {"proto": "tcp", "container_port": 80, "host_ip": "127.0.0.1", "host_port": 8080, "host_port_end": 0},
+        {"proto": "udp", "container_port": 53, "host_ip": "", "host_port": 0, "host_port_end": 0}]
     allp = ports.parse({"PublishAllPorts": True, **host}, {"80/tcp": {}, "443/tcp": {}})
     assert [(m.key, m.host_port) for m in allp] == [("80/tcp", 8080), ("53/udp", 0), ("443/tcp", 0)]
 
 
 @pytest.mark.parametrize("bindings, msg", [
     ({"80/sctp": [{}]}, "protocol 'sctp' is not supported"),
-    ({"80-81/tcp": [{}]}, "port ranges are not supported"),
-    ({"x/tcp": [{}]}, "not a number"),
-    ({"80/tcp": [{"HostPort": "8000-8010"}]}, "host port ranges"),
+    ({"80-81/tcp": [{}]}, 'invalid port specification: "80-81"'),
+    ({"x/tcp": [{}]}, 'invalid port specification: "x"'),
+    ({"80/tcp": [{"HostPort": "8010-8000"}]}, "invalid host port '8010-8000'"),
+    ({"80/tcp": [{"HostPort": "80-x"}]}, 'invalid port specification: "80-x"'),
     ({"80/tcp": [{"HostIp": "::1", "HostPort": "1"}]}, "IPv6 host address"),
     ({"80/tcp": [{"HostIp": "nope", "HostPort": "1"}]}, "invalid host IP"),
-    ({"80/tcp": [{"HostPort": "70000"}]}, "out of range"),
+    ({"80/tcp": [{"HostPort": "70000"}]}, "invalid host port"),
 ])
 def test_port_bindings_refused(bindings, msg):
     with pytest.raises(ports.PortError, match=msg):
         ports.parse({"PortBindings": bindings}, None)
+
+
+def test_port_ranges_host_range_and_publish_all_with_exposed_ranges():
+    maps = ports.parse({"PortBindings": {"80/tcp": [{"HostPort": "18500-18502"}]},
+                        "PublishAllPorts": True}, {"80/tcp": {}, "7000-7001/udp": {}})
+    assert [(m.key, m.host_port, m.host_port_end) for m in maps] == [
+        ("80/tcp", 18500, 18502), ("7000/udp", 0, 0), ("7001/udp", 0, 0)]
+    assert ports.settings([], {"7000-7001/udp": {}}) == {"7000/udp": None, "7001/udp": None}
+    with pytest.raises(ports.PortError, match="end is below its start"):
+        ports.parse({"PublishAllPorts": True}, {"7001-7000/tcp": {}})
+
+
+def test_port_reserve_takes_the_first_free_port_of_a_range():
+    busy = ports.reserve(ports.PortMap("tcp", 80, "127.0.0.1", 0))
+    try:
+        p = busy.getsockname()[1]
+        m = ports.PortMap("tcp", 80, "127.0.0.1", p, p + 1)
+        try:
+            s = ports.reserve(m)
+        except ports.PortError:      # p + 1 taken by something else on the host: both refused
+            assert True
+        else:
+            s.close()
+            assert m.host_port == p + 1
+        with pytest.raises(ports.PortError, match=f"127.0.0.1:{p}-{p} failed: all ports of the range"):
+            ports.reserve(ports.PortMap("tcp", 80, "127.0.0.1", p, p))
+    finally:
+        busy.close()
 
 
 def test_port_settings_and_rules():
@@ -153,8 +182,68 @@ def test_create_checks_ports_and_modes():
         specgen.validate_create({"Image": "busybox"}, {"NetworkMode": "container:x", "PortBindings": pb})
     with pytest.raises(InvalidParameter, match="hostname and the network mode"):
         specgen.validate_create({"Image": "busybox", "Hostname": "h"}, {"NetworkMode": "container:x"})
-    with pytest.raises(InvalidParameter, match="port ranges"):
+    with pytest.raises(InvalidParameter, match='invalid port specification: "1-2"'):
         specgen.validate_create({"Image": "busybox"}, {"PortBindings": {"1-2/tcp": [{}]}})
+    specgen.validate_create({"Image": "busybox"}, {"PortBindings": {"80/tcp": [{"HostPort": "8000-8010"}]}})
     specgen.validate_create({"Image": "busybox"}, {"NetworkMode": "mynet"})
     with pytest.raises(InvalidParameter, match="invalid network mode"):
         specgen.validate_create({"Image": "busybox"}, {"NetworkMode": "my net!"})
+
+
+def test_config_dns_keys_and_address_pools(tmp_path):
+    from skiff.daemon.config import ConfigError, merge, read_file
+    p = tmp_path / "daemon.json"
+    p.write_text(json.dumps({"dns": ["192.0.2.53"], "dns-search": ["a.example"], "dns-opts": ["ndots:2"],
+                             "default-address-pools": [{"base": "10.240.0.0/16", "size": 24}]}))
+    cfg = merge(read_file(str(p)), {})
+    assert (cfg.dns, cfg.dns_search, cfg.dns_opts) == (["192.0.2.53"], ["a.example"], ["ndots:2"])
+    assert cfg.default_address_pools == [{"base": "10.240.0.0/16", "size": 24}]
+    for bad, msg in (({"dns": ["nope"]}, "dns: 'nope' is not an IP address"),
+                     ({"default-address-pools": [{"base": "10.0.0.0/8", "size": 4}]}, "size: 4"),
+                     ({"default-address-pools": [{"base": "10.0.0.1/8", "size": 24}]}, "not an IPv4 network"),
+                     ({"default-address-pools": [{"base": "10.0.0.0/8"}]}, "expected")):
+        p.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=msg):
+            read_file(str(p))
+
+
+def test_pool_subnets_in_order():
+    from skiff.daemon.network.bridge import pool_subnets
+    from skiff.daemon.network.ipam import parse_address_pools
+    pools = parse_address_pools([{"base": "10.240.0.0/23", "size": 24}, {"base": "10.250.0.0/16", "size": 16}])
+    assert [str(s) for s in pool_subnets(pools)] == ["10.240.0.0/24", "10.240.1.0/24", "10.250.0.0/16"]
+
+
+def test_teardown_defers_veth_deletion_and_setup_waits_for_it(tmp_path, monkeypatch):
+    """teardown returns before the host veth is deleted; a later wait (setup, connect, shutdown)
+    sees the deletion done; a failed deletion is logged, not raised."""
+    import asyncio
+    import threading
+
+    from skiff.daemon.network import manager as manager_mod
+
+    gate = threading.Event()
+    deleted: list[list[str]] = []
+
+    def fake_delete(names: list[str]) -> None:
+        gate.wait(5)
+        if names == ["skfail"]:
+            raise OSError("boom")
+        deleted.append(list(names))
+
+    monkeypatch.setattr(manager_mod, "delete_links", fake_delete)
+    m = NetworkManager(str(tmp_path / "data"), str(tmp_path / "exec"))
+
+    async def main() -> None:
+        m._delete_links_later("c1", ["skc1"])
+        m._delete_links_later("c1", ["skc1b"])       # queued behind the first one
+        m._delete_links_later("c2", ["skfail"])
+        assert deleted == [] and set(m._reaping) == {"c1", "c2"}
+        gate.set()
+        await m._links_deleted("c1")
+        assert deleted == [["skc1"], ["skc1b"]]
+        await m._links_deleted("c2")
+        await asyncio.sleep(0)
+        assert m._reaping == {}
+
+    asyncio.run(main())

@@ -48,7 +48,7 @@ def test_malformed_queries(bad):
 
 
 def test_forward_relays_the_upstream_answer():
-    async def main() -> bytes:
+    async def main() -> tuple[bytes, bytes]:
         loop = asyncio.get_running_loop()
 
         class Upstream(asyncio.DatagramProtocol):
@@ -59,22 +59,89 @@ def test_forward_relays_the_upstream_answer():
                 self.t.sendto(dns.answer(data, ["192.0.2.9"]), addr)
 
         t, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
-        port = t.get_extra_info("sockname")[1]
         svc = dns.DnsService(lambda cid, name: [], upstreams=["127.0.0.1"])
-        orig = loop.create_datagram_endpoint
-
-        async def redirect(factory, remote_addr=None, **kw):  # type: ignore[no-untyped-def]
-            return await orig(factory, remote_addr=(remote_addr[0], port), **kw)
-
-        loop.create_datagram_endpoint = redirect  # type: ignore[method-assign]
+        svc.upstream_port = t.get_extra_info("sockname")[1]
         try:
-            return await svc.forward(query("example.org"))
+            ok = await svc.forward(query("example.org"))
+            # the first upstream does not answer (nothing on 127.0.0.2 at that port): the next one does
+            svc.upstreams = ["127.0.0.2", "127.0.0.1"]
+            return ok, await svc.forward(query("example.org"))
         finally:
-            loop.create_datagram_endpoint = orig  # type: ignore[method-assign]
             t.close()
 
-    r = asyncio.run(main())
-    assert r.endswith(socket.inet_aton("192.0.2.9"))
+    for r in asyncio.run(main()):
+        assert r.endswith(socket.inet_aton("192.0.2.9"))
+
+
+async def _tcp_exchange(port: int, *msgs: bytes) -> list[bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    out = []
+    try:
+        for m in msgs:
+            writer.write(struct.pack("!H", len(m)) + m)
+        await writer.drain()
+        for _ in msgs:
+            n = struct.unpack("!H", await reader.readexactly(2))[0]
+            out.append(await reader.readexactly(n))
+    finally:
+        writer.close()
+    return out
+
+
+def test_tcp_answers_local_names_and_forwards_others_over_tcp():
+    """One TCP connection, two queries: a container's name answered by skiffd, another name
+    relayed to the upstream over TCP (a fake upstream on 127.0.0.1)."""
+    async def main() -> list[bytes]:
+        async def upstream(reader, writer):  # type: ignore[no-untyped-def]
+            n = struct.unpack("!H", await reader.readexactly(2))[0]
+            q = await reader.readexactly(n)
+            r = dns.answer(q, ["192.0.2.10"])
+            writer.write(struct.pack("!H", len(r)) + r)
+            await writer.drain()
+            writer.close()
+
+        up = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        svc = dns.DnsService(lambda cid, name: ["10.9.0.5"] if name == "srv" else [],
+                             upstreams=["127.0.0.1"])
+        svc.upstream_port = up.sockets[0].getsockname()[1]
+
+        async def served(reader, writer):  # type: ignore[no-untyped-def]
+            await svc.serve_tcp("c1", reader, writer)
+            writer.close()
+
+        front = await asyncio.start_server(served, "127.0.0.1", 0)
+        try:
+            return await _tcp_exchange(front.sockets[0].getsockname()[1], query("srv", qid=7),
+                                       query("example.org", qid=8))
+        finally:
+            front.close()
+            up.close()
+
+    local, fwd = asyncio.run(main())
+    assert local[:2] == b"\0\x07" and local.endswith(socket.inet_aton("10.9.0.5"))
+    assert fwd[:2] == b"\0\x08" and fwd.endswith(socket.inet_aton("192.0.2.10"))
+
+
+def test_udp_answer_over_512_bytes_is_truncated_tcp_is_not():
+    addrs = [f"10.9.{i // 250}.{i % 250 + 1}" for i in range(40)]     # 40 x 16 bytes of records
+    svc = dns.DnsService(lambda cid, name: addrs, upstreams=[])
+    msg = query("many")
+    udp = asyncio.run(svc.reply_to("c1", msg, tcp=False))
+    tcp = asyncio.run(svc.reply_to("c1", msg, tcp=True))
+    assert udp is not None and tcp is not None
+    flags, qd, an = struct.unpack("!HHH", udp[2:8])
+    assert flags & 0x0200 and qd == 1 and an == 0 and len(udp) == len(msg)
+    assert struct.unpack("!H", tcp[6:8])[0] == 40 and not struct.unpack("!H", tcp[2:4])[0] & 0x0200
+    assert asyncio.run(svc.reply_to("c1", b"junk", tcp=False)) is None
+
+
+def test_container_upstreams_and_servfail_without_any():
+    svc = dns.DnsService(lambda cid, name: [], upstreams=["10.0.0.53"])
+    svc.container_upstreams["c1"] = (["127.0.0.53"], "/run/x/netns/c1")
+    assert svc.upstreams_of("c1") == (["127.0.0.53"], "/run/x/netns/c1")
+    assert svc.upstreams_of("c2") == (["10.0.0.53"], None)
+    r = asyncio.run(dns.DnsService(lambda cid, name: [], upstreams=[]).forward(query("x")))
+    assert struct.unpack("!H", r[2:4])[0] & 0xF == 2
 
 
 def test_host_nameservers(tmp_path):
@@ -85,10 +152,32 @@ def test_host_nameservers(tmp_path):
 
 
 def test_embedded_dns_resolv_conf():
+    # as dockerd: the host's (or given) search and options, an ndots option set there is kept,
+    # else ndots:0 is appended; the nameservers become the embedded server's upstreams
     text = etcfiles.embedded_dns_resolv_conf("nameserver 1.1.1.1\nsearch a.example\noptions ndots:5 rotate\n")
-    assert text == "nameserver 127.0.0.11\nsearch a.example\noptions ndots:0 rotate\n"
-    assert etcfiles.embedded_dns_resolv_conf("", ["b.example"], ["timeout:1"]) == \
-        "nameserver 127.0.0.11\nsearch b.example\noptions ndots:0 timeout:1\n"
+    assert text == "search a.example\nnameserver 127.0.0.11\noptions ndots:5 rotate\n"
+    assert etcfiles.embedded_dns_resolv_conf("search h.example\n", ["b.example"], ["timeout:1"]) == \
+        "search b.example\nnameserver 127.0.0.11\noptions timeout:1 ndots:0\n"
+    assert etcfiles.embedded_dns_resolv_conf("nameserver 127.0.0.53\nsearch h.example\n", ["."], None,
+                                             ["192.0.2.1"]) == "nameserver 127.0.0.11\noptions ndots:0\n"
+    with pytest.raises(ValueError, match="invalid ndots option 'ndots:x'"):
+        etcfiles.embedded_dns_resolv_conf("", None, ["ndots:x"])
+
+
+def test_resolv_conf_as_dockerd_writes_it():
+    host = "# host\nnameserver 10.0.0.2\nnameserver 127.0.0.53\nsearch h.example\noptions edns0\n"
+    # nothing given: the host's file without its loopback nameservers
+    assert etcfiles.resolv_conf(host) == "# host\nnameserver 10.0.0.2\nsearch h.example\noptions edns0\n"
+    # one thing given: a new file, the host's values for the others
+    assert etcfiles.resolv_conf(host, search=["s.example"]) == \
+        "search s.example\nnameserver 10.0.0.2\noptions edns0\n"
+    assert etcfiles.resolv_conf(host, dns=["127.0.0.9", "192.0.2.1"], options=["ndots:3", "timeout:2"]) == \
+        "search h.example\nnameserver 127.0.0.9\nnameserver 192.0.2.1\noptions ndots:3 timeout:2\n"
+    # --dns-search . : no search line
+    assert etcfiles.resolv_conf(host, search=["."]) == "nameserver 10.0.0.2\noptions edns0\n"
+    only_local = etcfiles.resolv_conf("nameserver 127.0.0.53\n", search=["s.example"])
+    assert only_local.startswith("search s.example\n# skiffd: the host's resolv.conf names no nameserver")
+    assert "\nnameserver" not in only_local
 
 
 def test_store_predefined_create_lookup_delete(tmp_path):
@@ -129,3 +218,24 @@ def test_network_create_refusals(tmp_path, body, err, msg):
     m.load()
     with pytest.raises(err, match=msg):
         asyncio.run(m.create_network(body))
+
+
+def test_ptr_queries_answered_for_containers_and_forwarded_otherwise():
+    assert dns.ptr_address("5.0.9.10.in-addr.arpa") == "10.9.0.5"
+    assert dns.ptr_address("5.0.9.in-addr.arpa") is None and dns.ptr_address("x.0.9.10.in-addr.arpa") is None
+    seen: list[tuple[str, str]] = []
+
+    def reverse(cid: str, ip: str) -> list[str]:
+        seen.append((cid, ip))
+        return ["srv.unet"] if ip == "10.9.0.5" else []
+
+    svc = dns.DnsService(lambda cid, name: [], upstreams=[], reverse=reverse)
+    msg = query("5.0.9.10.in-addr.arpa", qtype=12)
+    r = asyncio.run(svc.reply_to("c1", msg, tcp=False))
+    assert r is not None and struct.unpack("!H", r[6:8])[0] == 1
+    assert struct.unpack("!HHHIH", r[len(msg):len(msg) + 12])[:2] == (0xC00C, 12)
+    assert r[len(msg) + 12:] == b"\x03srv\x04unet\x00"
+    # an address of no container: forwarded (no upstream here: SERVFAIL)
+    r = asyncio.run(svc.reply_to("c1", query("9.0.9.10.in-addr.arpa", qtype=12), tcp=True))
+    assert r is not None and struct.unpack("!H", r[2:4])[0] & 0xF == 2
+    assert seen == [("c1", "10.9.0.5"), ("c1", "10.9.0.9")]

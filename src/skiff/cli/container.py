@@ -531,31 +531,75 @@ def _caps(items: list[str]) -> list[str] | None:
     return out or None
 
 
+def _port_range(text: str) -> tuple[int, int] | None:
+    """``80`` or ``8000-8010`` -> (first, last); None when invalid."""
+    a, sep, b = text.partition("-")
+    if not a.isdigit() or (sep and not b.isdigit()):
+        return None
+    first, last = int(a), int(b) if sep else int(a)
+    if first > 65535 or last > 65535 or last < first:
+        return None
+    return first, last
+
+
 def _port_specs(items: list[str], expose: list[str]) -> tuple[dict, dict]:
+    """--expose and -p/--publish as docker's CLI parses them (ranges expanded to one key per
+    container port; a host range with one container port stays a range for the daemon)."""
     exposed: dict = {}
     bindings: dict = {}
     for e in expose:
         p, _, proto = e.partition("/")
-        exposed[f"{p}/{proto or 'tcp'}"] = {}
+        proto = (proto or "tcp").lower()
+        rng = _port_range(p)
+        if rng is None:
+            raise CLIError(f"invalid range format for --expose: {e}", 125)
+        if proto not in ("tcp", "udp", "sctp"):
+            raise CLIError(f"invalid proto: {proto}", 125)
+        for n in range(rng[0], rng[1] + 1):
+            exposed[f"{n}/{proto}"] = {}
     for spec in items:
         main, _, proto = spec.partition("/")
-        proto = proto or "tcp"
-        parts = main.rsplit(":", 2) if not main.startswith("[") else None
-        if parts is None:
-            ip, rest = main[1:].split("]", 1)
-            hp, cp = rest.lstrip(":").split(":")
+        proto = (proto or "tcp").lower()
+        if main.startswith("["):
+            ip, _, rest = main[1:].partition("]")
+            hp, _, cp = rest.lstrip(":").rpartition(":")
             parts = [ip, hp, cp]
+        else:
+            parts = main.split(":")
         if len(parts) == 1:
             ip, hp, cp = "", "", parts[0]
         elif len(parts) == 2:
             ip, (hp, cp) = "", parts
-        else:
+        elif len(parts) == 3:
             ip, hp, cp = parts
-        if not cp.isdigit():
+        else:
+            raise CLIError(f"invalid port format: {spec}", 125)
+        if ip:
+            import ipaddress
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise CLIError(f"invalid IP address: {ip}", 125) from None
+        crange = _port_range(cp)
+        if crange is None:
             raise CLIError(f"invalid containerPort: {cp}", 125)
-        key = f"{cp}/{proto}"
-        exposed[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": hp})
+        hrange = _port_range(hp) if hp else (0, 0)
+        if hrange is None:
+            raise CLIError(f"invalid hostPort: {hp}", 125)
+        if hp and crange[1] - crange[0] != hrange[1] - hrange[0] and crange[0] != crange[1]:
+            raise CLIError(f"invalid ranges specified for container and host Ports: {cp} and {hp}", 125)
+        if proto not in ("tcp", "udp", "sctp"):
+            raise CLIError(f"invalid proto: {proto}", 125)
+        for i in range(crange[1] - crange[0] + 1):
+            key = f"{crange[0] + i}/{proto}"
+            if not hp:
+                host = ""
+            elif crange[0] == crange[1] and hrange[0] != hrange[1]:
+                host = f"{hrange[0]}-{hrange[1]}"
+            else:
+                host = str(hrange[0] + i)
+            exposed[key] = {}
+            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": host})
     return exposed, bindings
 
 

@@ -12,7 +12,10 @@
       "live-restore": true,                   "debug": false,
       "tls": false, "tlsverify": true, "tlscacert": "ca.pem", "tlscert": "cert.pem",
       "tlskey": "key.pem",                    "group": "docker",
-      "containerd": "/run/skiff/containerd.sock", "cgroup-parent": "/skiff"
+      "containerd": "/run/skiff/containerd.sock", "cgroup-parent": "/skiff",
+      "bridge": "", "bip": "172.30.0.1/16",   "mtu": 1500,
+      "dns": ["192.0.2.53"], "dns-search": ["example.org"], "dns-opts": ["ndots:2"],
+      "default-address-pools": [{"base": "10.240.0.0/16", "size": 24}]
     }
 
 ``containerd`` names the socket of a containerd to use (as dockerd's ``--containerd``); without
@@ -93,6 +96,12 @@ class DaemonConfig:
     bridge: str = ""
     bip: str = ""
     mtu: int = 1500
+    # containers' DNS when they give none (--dns, --dns-search, --dns-option), and the subnets
+    # of the default bridge (without bip) and of user networks (without --subnet)
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_opts: list[str] = field(default_factory=list)
+    default_address_pools: list[dict[str, Any]] = field(default_factory=list)
 
     def effective_pidfile(self) -> str:
         return self.pidfile or os.path.join(self.exec_root, "skiffd.pid")
@@ -218,6 +227,28 @@ def _strlist(key: str, v: Any) -> list[str]:
     return list(v)
 
 
+def _dns_servers(key: str, v: Any) -> list[str]:
+    import ipaddress
+    out = _strlist(key, v)
+    for ip in out:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ConfigError(f"{key}: {ip!r} is not an IP address") from None
+    return out
+
+
+def _address_pools(key: str, v: Any) -> list[dict[str, Any]]:
+    from skiff.daemon.network.ipam import parse_address_pools
+    if not isinstance(v, list):
+        raise ConfigError(f"{key}: expected a list of {{\"base\": CIDR, \"size\": N}}")
+    try:
+        parse_address_pools(v)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return list(v)
+
+
 def _strmap(key: str, v: Any) -> dict[str, str]:
     if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
         raise ConfigError(f"{key}: expected an object of strings, got {json.dumps(v)}")
@@ -266,6 +297,10 @@ KEYS: dict[str, tuple[str, Any]] = {
     "bridge": ("bridge", _str),
     "bip": ("bip", _str),
     "mtu": ("mtu", _int),
+    "dns": ("dns", _dns_servers),
+    "dns-search": ("dns_search", _strlist),
+    "dns-opts": ("dns_opts", _strlist),
+    "default-address-pools": ("default_address_pools", _address_pools),
 }
 
 

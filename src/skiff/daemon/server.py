@@ -219,13 +219,14 @@ class Daemon:
         # issue 8 networking: the default bridge network; its leftovers are reconciled with the
         # tasks that still run before the containers are (a restart policy may start some)
         from skiff.daemon.network.manager import NetworkManager
-        network = NetworkManager(cfg.data_root, cfg.exec_root, bridge=cfg.bridge, bip=cfg.bip, mtu=cfg.mtu)
+        network = NetworkManager(cfg.data_root, cfg.exec_root, bridge=cfg.bridge, bip=cfg.bip, mtu=cfg.mtu,
+                                 dns=cfg.dns, address_pools=cfg.default_address_pools)
         containers.network = network
         self.network = network
         for err in network.load():
             log.error("%s", err)
         from skiff.daemon.network.dns import DnsService
-        network.dns = DnsService(network.resolve)
+        network.dns = DnsService(network.resolve, reverse=network.resolve_ptr)
 
         def names(cid: str) -> list[str]:
             c = containers.store.by_id.get(cid)

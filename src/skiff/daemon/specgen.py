@@ -31,8 +31,9 @@ Read-only bind mounts use ``ro`` (not ``rro``), which every runtime here knows.
 Host facts (bounding set, cgroup layout, swap accounting, CPUs, devices) come from a
 ``SysInfo``; ``SysInfo.detect()`` reads this host, tests build their own.
 
-Not here yet, refused clearly: ``Links``, volume drivers other than ``local``, ``--dns*``
-options and ``MacAddress`` (issue 8, networking), port ranges, AppArmor profiles other than
+Not here yet, refused clearly: ``Links``, volume drivers other than ``local``, ``MacAddress``
+(issue 8, networking), container port ranges as PortBindings keys (as dockerd: clients send one
+key per port; a HostPort range is taken), AppArmor profiles other than
 ``unconfined``, SELinux labels, user namespace remapping, GPUs (``DeviceRequests``), Windows-only
 fields. Network modes (issue 8): ``default``/``bridge`` and user-defined network names get the
 namespace ``skiff.daemon.network`` makes at start (the spec names its path), ``none`` a new one
@@ -846,9 +847,6 @@ def parse_device_rule(rule: str) -> dict:
 _REFUSED = {
     "VolumeDriver": "volume drivers other than local are not supported by skiffd",
     "Links": f"legacy container links: {_NETWORK_LATER}",
-    "Dns": f"Dns: custom DNS servers are {_NETWORK_LATER}",
-    "DnsOptions": f"DnsOptions: {_NETWORK_LATER}",
-    "DnsSearch": f"DnsSearch: {_NETWORK_LATER}",
     "DeviceRequests": "DeviceRequests (GPUs) are not supported by skiffd",
     "StorageOpt": "StorageOpt is not supported by the overlayfs snapshotter",
     "KernelMemory": "KernelMemory is not supported (kernel memory limits were removed from "

@@ -474,8 +474,10 @@ class ContainerService(ContainersBackend):
             etcfiles.write_file(c.hosts_path, etcfiles.hosts_file(
                 c.host_config.get("ExtraHosts"), own=(ep.ip, str(c.config.get("Hostname") or c.id[:12]))))
             if ep.network != "bridge":      # user network: the embedded DNS server
+                hc = c.host_config
                 etcfiles.write_file(c.resolv_conf_path, etcfiles.embedded_dns_resolv_conf(
-                    self._host_resolv_text(), c.host_config.get("DnsSearch"), c.host_config.get("DnsOptions")))
+                    self._host_resolv_text(), hc.get("DnsSearch") or self.cfg.dns_search,
+                    hc.get("DnsOptions") or self.cfg.dns_opts, hc.get("Dns") or self.cfg.dns))
         except (OSError, ValueError) as e:
             raise ApiError(f"container {c.id}: write its hosts/resolv.conf files: {e}") from None
 
@@ -542,8 +544,9 @@ class ContainerService(ContainersBackend):
                     host_text = f.read()
             except FileNotFoundError:
                 host_text = ""
-            resolv = etcfiles.resolv_conf(host_text, host.get("Dns"), host.get("DnsSearch"),
-                                          host.get("DnsOptions"))
+            resolv = etcfiles.resolv_conf(host_text, host.get("Dns") or self.cfg.dns,   # issue 8
+                                          host.get("DnsSearch") or self.cfg.dns_search,
+                                          host.get("DnsOptions") or self.cfg.dns_opts)
         except ValueError as e:
             raise InvalidParameter(str(e)) from None
         _ = domain

@@ -10,23 +10,30 @@ netns helpers fork, which the gRPC library in skiffd does not survive). The nfta
 Bridge ownership: each skiffd holds an exclusive ``flock`` on ``/run/skiffd-bridges/<name>.lock``
 while it uses a bridge. With no ``bridge`` configured, skiffd takes ``skiff0``, or the next free
 ``skiffN`` when another skiffd on the host holds it (two daemons sharing a bridge would hand out
-the same addresses). With no ``bip``, the subnet is the first /16 of 172.30, 172.31, 172.29 ...
-172.24, then 10.200-10.227 that overlaps no route of the host (user networks without --subnet
-take 172.18-172.23, then 10.228-10.255).
+the same addresses); a ``skiffN`` that is not locked but has links on it belongs to a stopped
+skiffd whose containers still run (live restore) and is skipped too. With no ``bip``, the subnet
+is the first /16 of 172.30, 172.31, 172.29 ... 172.24, then 10.200-10.227 that overlaps no route
+of the host (user networks without --subnet take 172.18-172.23, then 10.228-10.255), or the first
+free one of daemon.json's ``default-address-pools``.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
+import itertools
 import os
 import socket
 import subprocess
 import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.daemon.network import netns as netns_mod
 from skiff.daemon.network.ports import PortMap, nft_rules
@@ -54,6 +61,7 @@ class Endpoint:
     ifname: str = "eth0"
     aliases: list[str] = field(default_factory=list)
     ports: list[dict[str, Any]] = field(default_factory=list)   # PortMap.to_json() each
+    dns: list[str] = field(default_factory=list)   # primary endpoint: the container's --dns servers
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -77,6 +85,12 @@ def candidate_subnets() -> list[ipaddress.IPv4Network]:
     out = [ipaddress.IPv4Network(f"172.{n}.0.0/16") for n in order]
     out += [ipaddress.IPv4Network(f"10.{n}.0.0/16") for n in range(200, 228)]
     return out
+
+
+def pool_subnets(pools: list[tuple[ipaddress.IPv4Network, int]]) -> Iterator[ipaddress.IPv4Network]:
+    """The subnets of daemon.json's ``default-address-pools`` ((base, size) each), in order."""
+    for base, size in pools:
+        yield from base.subnets(new_prefix=size)
 
 
 def user_candidate_subnets() -> list[ipaddress.IPv4Network]:
@@ -142,14 +156,21 @@ class Bridge:
 
     @classmethod
     def acquire(cls, name: str, bip: str, mtu: int, previous_subnet: str = "",
-                internal: bool = False, avoid: list[ipaddress.IPv4Network] | None = None) -> Bridge:
+                internal: bool = False, avoid: list[ipaddress.IPv4Network] | None = None,
+                candidates: Iterable[ipaddress.IPv4Network] | None = None) -> Bridge:
         """Lock and bring up a bridge. ``name``/``bip`` "" choose as the module docstring says;
-        ``previous_subnet`` (from the state of an earlier run) is preferred when still free."""
+        ``previous_subnet`` (from the state of an earlier run) is preferred when still free;
+        ``candidates`` replace :func:`candidate_subnets` (daemon.json default-address-pools)."""
         names = [name] if name else [f"skiff{i}" for i in range(64)]
         fd = None
         chosen = ""
         for n in names:
             fd = cls.lock(n)
+            if fd is not None and not name and _has_ports(n):
+                # a stopped skiffd's bridge with its containers still on it (live restore): that
+                # skiffd takes it back by name when it starts again
+                os.close(fd)
+                fd = None
             if fd is not None:
                 chosen = n
                 break
@@ -176,15 +197,16 @@ class Bridge:
                                            f"{clash[0]}")
                     gw = iface.ip if iface.ip != net.network_address else net.network_address + 1
                 else:
-                    cands = candidate_subnets()
-                    if previous_subnet:
-                        cands.insert(0, ipaddress.IPv4Network(previous_subnet))
+                    cands = itertools.chain(
+                        [ipaddress.IPv4Network(previous_subnet)] if previous_subnet else [],
+                        candidate_subnets() if candidates is None else candidates)
                     taken = routes + list(avoid or [])
-                    free = [c for c in cands if not any(r.overlaps(c) for r in taken)]
-                    if not free:
+                    found = next((c for c in cands if not any(r.overlaps(c) for r in taken)), None)
+                    if found is None:
                         raise NetworkError("no free subnet for the default bridge: every candidate "
-                                           "overlaps a route of the host; set \"bip\"")
-                    net = free[0]
+                                           "overlaps a route of the host or a network; set \"bip\" "
+                                           "or \"default-address-pools\"")
+                    net = found
                     gw = net.network_address + 1
                 b = cls(chosen, str(net), str(gw), mtu, fd, internal)
                 b._ensure_link(ipr)
@@ -262,38 +284,36 @@ class Bridge:
     def attach(self, cid: str, ns_path: str, ip: ipaddress.IPv4Address, ifname: str = "eth0",
                default_route: bool = True) -> Endpoint:
         """veth pair: host side on the bridge, the other one ``ifname`` in ``ns_path`` with
-        ``ip`` (and the default route through the bridge, unless ``default_route`` is false)."""
+        ``ip`` (and the default route through the bridge, unless ``default_route`` is false).
+
+        The pair is made in one netlink request with the container side created directly in
+        the namespace under its final name, MAC and MTU, and the host side enslaved and up:
+        moving a link between namespaces afterwards (what ``ip link set netns`` does) waits for
+        an RCU grace period in the kernel, ~20 ms here."""
         host = host_veth_name(cid, ifname)
-        tmp = "skt" + host[2:]
         mac = mac_for(ip)
         with IPRoute() as ipr:
-            for stale in ipr.link_lookup(ifname=host) + ipr.link_lookup(ifname=tmp):
-                ipr.link("del", index=stale)
+            for stale in ipr.link_lookup(ifname=host):
+                _del_link(ipr, stale)
             br = ipr.link_lookup(ifname=self.name)
             if not br:
                 raise NetworkError(f"bridge {self.name} is gone (deleted outside skiffd?)")
-            ipr.link("add", ifname=host, kind="veth", peer={"ifname": tmp})
+            fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                hi = ipr.link_lookup(ifname=host)[0]
-                ti = ipr.link_lookup(ifname=tmp)[0]
-                ipr.link("set", index=hi, master=br[0], mtu=self.mtu)
-                fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    ipr.link("set", index=ti, net_ns_fd=fd)
-                finally:
-                    os.close(fd)
-                ipr.link("set", index=hi, state="up")
-            except BaseException:
-                for stale in ipr.link_lookup(ifname=host):
-                    ipr.link("del", index=stale)
-                raise
+                ipr.link("add", ifname=host, kind="veth", master=br[0], mtu=self.mtu, state="up",
+                         peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": self.mtu})
+            except NetlinkError as e:
+                raise NetworkError(f"veth {host} (container side {ifname} in {ns_path}): "
+                                   f"{os.strerror(e.code) if e.code > 0 else e}") from None
+            finally:
+                os.close(fd)
+
         def inside() -> None:
             with IPRoute() as nsr:
                 lo = nsr.link_lookup(ifname="lo")
                 if lo:
                     nsr.link("set", index=lo[0], state="up")
-                i = nsr.link_lookup(ifname=tmp)[0]
-                nsr.link("set", index=i, ifname=ifname, address=mac, mtu=self.mtu)
+                i = nsr.link_lookup(ifname=ifname)[0]
                 nsr.addr("add", index=i, address=str(ip), prefixlen=self.subnet.prefixlen)
                 nsr.link("set", index=i, state="up")
                 if default_route and not self.internal:
@@ -301,8 +321,12 @@ class Bridge:
 
         try:
             netns_mod.run_in(ns_path, inside)
-        except BaseException:
+        except BaseException as e:
             self.detach(cid, ifname)
+            if isinstance(e, NetlinkError):
+                raise NetworkError(f"configure {ifname} in {ns_path} ({ip}/{self.subnet.prefixlen}, "
+                                   f"gateway {self.gateway}): {os.strerror(e.code) if e.code > 0 else e}"
+                                   ) from None
             raise
         return Endpoint(container_id=cid, ip=str(ip), prefixlen=self.subnet.prefixlen,
                         gateway=str(self.gateway), mac=mac, host_veth=host, bridge=self.name,
@@ -313,9 +337,7 @@ class Bridge:
 
     @staticmethod
     def delete_link(name: str) -> None:
-        with IPRoute() as ipr:
-            for idx in ipr.link_lookup(ifname=name):
-                ipr.link("del", index=idx)
+        delete_links([name])
 
     def ports(self) -> list[str]:
         """Names of the links enslaved to the bridge."""
@@ -333,7 +355,7 @@ class Bridge:
             if br:
                 for link in ipr.get_links():
                     if _attr(link, "IFLA_MASTER") == br[0]:
-                        ipr.link("del", index=link["index"])
+                        _del_link(ipr, link["index"])
                 ipr.link("del", index=br[0])
         t = self.nft_table
         _nft(f"table ip {t} {{}}\ndelete table ip {t}\n", f"bridge {self.name}: delete its NAT rules")
@@ -345,6 +367,44 @@ class Bridge:
             except FileNotFoundError:
                 pass
         self.unlock()
+
+
+def _has_ports(bridge: str) -> bool:
+    """True when links are enslaved to ``bridge`` (sysfs lists them under brif/)."""
+    try:
+        return bool(os.listdir(f"/sys/class/net/{bridge}/brif"))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _del_link(ipr: IPRoute, index: int) -> None:
+    """Delete link ``index``; one that is already gone (ENODEV) is fine: a veth goes with its
+    peer, and with the namespace of its peer when the kernel destroys that namespace."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise
+
+
+def delete_links(names: list[str], timeout: float = 10.0) -> None:
+    """Delete the links named ``names`` (the missing ones are fine) and return once they are
+    gone: a veth whose peer's namespace the kernel is destroying goes away asynchronously
+    (ENODEV for us, but still listed for a while)."""
+    deadline = time.monotonic() + timeout
+    with IPRoute() as ipr:
+        for name in names:
+            for idx in ipr.link_lookup(ifname=name):
+                _del_link(ipr, idx)
+        left = list(names)
+        while left:
+            left = [n for n in left if ipr.link_lookup(ifname=n)]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise NetworkError(f"links {', '.join(left)} still exist {timeout:.0f} s after their "
+                                   "deletion")
+            time.sleep(0.005)
 
 
 def _nft(script: str, what: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from typing import Any
 
 
 class IpamError(Exception):
@@ -47,8 +48,8 @@ class Pool:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"subnet": str(self.subnet), "gateway": str(self.gateway),
                        "allocated": self.allocated, "last": self.last}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        # no fsync: the state only matters while containers run, i.e. without a reboot in
+        # between, and a crash of skiffd loses nothing written; rename keeps it whole
         os.replace(tmp, self.path)
 
     def owner_of(self, owner: str) -> str | None:
@@ -108,3 +109,23 @@ class Pool:
         if gone:
             self.save()
         return gone
+
+
+def parse_address_pools(pools: list[dict[str, Any]]) -> list[tuple[ipaddress.IPv4Network, int]]:
+    """daemon.json ``default-address-pools`` ([{"base": CIDR, "size": N}, ...]) checked;
+    ValueError names the bad entry."""
+    out = []
+    for i, p in enumerate(pools):
+        where = f"default-address-pools[{i}]"
+        if not isinstance(p, dict) or set(p) - {"base", "size"} or "base" not in p or "size" not in p:
+            raise ValueError(f"{where}: expected {{\"base\": CIDR, \"size\": prefix length}}")
+        try:
+            base = ipaddress.IPv4Network(str(p["base"]))
+        except ValueError as e:
+            raise ValueError(f"{where}.base: {p['base']!r}: not an IPv4 network ({e})") from None
+        size = p["size"]
+        if isinstance(size, bool) or not isinstance(size, int) or not base.prefixlen <= size <= 30:
+            raise ValueError(f"{where}.size: {size!r}: expected a prefix length from "
+                             f"{base.prefixlen} (the base's) to 30")
+        out.append((base, size))
+    return out

@@ -26,36 +26,54 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from skiff.daemon.api.errors import Conflict, InvalidParameter, NotFound
 from skiff.daemon.network import netns as netns_mod
 from skiff.daemon.network import ports as ports_mod
-from skiff.daemon.network.bridge import Bridge, Endpoint, NetworkError, host_routes
-from skiff.daemon.network.ipam import IpamError, Pool
+from skiff.daemon.network.bridge import (
+    Bridge,
+    Endpoint,
+    NetworkError,
+    delete_links,
+    host_routes,
+    pool_subnets,
+    user_candidate_subnets,
+)
+from skiff.daemon.network.ipam import IpamError, Pool, parse_address_pools
 from skiff.daemon.network.ports import PortError, PortMap
 from skiff.daemon.network.store import NetRecord, NetStore, rfc3339
 
-log = logging.getLogger("skiffd.network")
+log = logging.getLogger("skiff.daemon.network")
 
 BRIDGE_MODES = ("default", "bridge")
 
 
 class NetworkManager:
     def __init__(self, data_root: str, exec_root: str, *, bridge: str = "", bip: str = "",
-                 mtu: int = 1500) -> None:
+                 mtu: int = 1500, dns: list[str] | None = None,
+                 address_pools: list[dict[str, Any]] | None = None) -> None:
         self.state_dir = os.path.join(data_root, "network")
         self.netns_dir = os.path.join(exec_root, "netns")
         self.bridge_name = bridge
         self.bip = bip
         self.mtu = mtu
+        self.default_dns = list(dns or [])                 # daemon.json "dns"
+        # daemon.json "default-address-pools": the subnets the default bridge (without bip)
+        # and user networks (without --subnet) take, in order; [] = skiffd's built-in lists
+        self.address_pools = parse_address_pools(address_pools or [])
         self.store = NetStore(self.state_dir)
         self.bridges: dict[str, Bridge] = {}              # network id -> its bridge, when up
         self.pools: dict[str, Pool] = {}
         self.eps: dict[str, dict[str, Endpoint]] = {}      # container id -> network id -> endpoint
         self._port_socks: dict[str, list[socket.socket]] = {}   # port reservations (see ports.py)
         self._lock = asyncio.Lock()
+        self._dns_servers: dict[str, list[str]] = {}       # container id -> its --dns servers
+        self._reaping: dict[str, asyncio.Task[None]] = {}   # container id -> deferred veth deletion
         self.dns: Any = None                               # dns.DnsService, when started
         # container id -> (name, its hostname) for the DNS; set by the daemon's wiring
         self.container_names: Callable[[str], list[str]] = lambda cid: [cid[:12]]
@@ -116,9 +134,10 @@ class NetworkManager:
             try:
                 if net.name == "bridge":
                     prev = self._read_state()
-                    b = await asyncio.to_thread(Bridge.acquire, self.bridge_name or "", self.bip, self.mtu,
-                                                prev.get("subnet", "") if not self.bip else "",
-                                                False, self.store.user_subnets())
+                    b = await asyncio.to_thread(
+                        Bridge.acquire, self.bridge_name or "", self.bip, self.mtu,
+                        prev.get("subnet", "") if not self.bip else "", False, self.store.user_subnets(),
+                        pool_subnets(self.address_pools) if self.address_pools else None)
                 else:
                     gw = ipaddress.IPv4Interface(f"{net.gateway}/{ipaddress.IPv4Network(net.subnet).prefixlen}")
                     b = await asyncio.to_thread(Bridge.acquire, net.bridge_name, str(gw), self.mtu, "",
@@ -183,23 +202,31 @@ class NetworkManager:
             raise NetworkError(f"container {cid}: {e}") from None
         nets = self.wanted_networks(host_config, networking_config)
         path = self.netns_path(cid)
+        t0 = time.perf_counter()
         await self.teardown(cid)          # leftovers of an earlier run
+        await self._links_deleted(cid)    # its veth names are free again
         try:
             await asyncio.to_thread(netns_mod.create, path)
+            t1 = time.perf_counter()
             first: Endpoint | None = None
+            dns_servers = [str(x) for x in host_config.get("Dns") or self.default_dns]
             for i, (net, cfg) in enumerate(nets):
                 ep = await self._attach(cid, net, f"eth{i}", cfg)
                 if first is None:
                     first = ep
+                    ep.dns = dns_servers
                     if maps:
                         await self._publish(cid, net, ep, maps)
                     self._save_endpoint(ep)
             assert first is not None
+            self._dns_servers[cid] = dns_servers
             await self._dns_update(cid)
+            log.debug("container %s: network set up in %.1f ms (namespace %.1f ms)", cid,
+                      (time.perf_counter() - t0) * 1000, (t1 - t0) * 1000)
             return first
         except BaseException as e:
             await self.teardown(cid)
-            if isinstance(e, (OSError, netns_mod.NetnsError, PortError)):
+            if isinstance(e, (OSError, netns_mod.NetnsError, PortError, NetlinkError)):
                 raise NetworkError(f"container {cid}: network setup failed: {e}") from None
             raise
 
@@ -246,7 +273,9 @@ class NetworkManager:
             json.dump(ep.to_json(), f)
         os.replace(path + ".tmp", path)
 
-    async def _detach(self, cid: str, netid: str) -> list[str]:
+    async def _detach(self, cid: str, netid: str, deferred: list[str] | None = None) -> list[str]:
+        """Take container ``cid`` off network ``netid``: its ports, veth, address. With
+        ``deferred``, the host veth's name is added to it instead of deleting the link here."""
         errors: list[str] = []
         ep = self.eps.get(cid, {}).pop(netid, None)
         _unlink(self._endpoint_file(cid, netid))
@@ -258,24 +287,37 @@ class NetworkManager:
                 except Exception as e:
                     errors.append(f"remove its published ports: {e}")
             if ep is not None:
-                try:
-                    await asyncio.to_thread(b.detach, cid, ep.ifname)
-                except Exception as e:
-                    errors.append(f"delete veth {ep.host_veth}: {e}")
+                if deferred is not None:
+                    deferred.append(ep.host_veth)
+                else:
+                    try:
+                        await asyncio.to_thread(b.detach, cid, ep.ifname)
+                    except Exception as e:
+                        errors.append(f"delete veth {ep.host_veth}: {e}")
         pool = self.pools.get(netid)
         if pool is not None:
             pool.release(cid)
         return errors
 
     async def teardown(self, cid: str) -> None:
-        """Undo :meth:`setup` (each part that exists); safe to call more than once."""
+        """Undo :meth:`setup` (each part that exists); safe to call more than once.
+
+        Deleting a veth waits for an RCU grace period in the kernel (~20 ms): that part runs
+        after this returns (the container is reported stopped or removed without waiting for
+        it). The namespace is unmounted first, so the kernel usually deletes the pair itself
+        with the namespace; the deferred deletion catches a namespace another process still
+        holds. :meth:`setup` and :meth:`connect` of the same container, and :meth:`shutdown`,
+        wait for it."""
+        t0 = time.perf_counter()
         errors: list[str] = []
         for sock in self._port_socks.pop(cid, []):
             sock.close()
         if self.dns is not None:
             self.dns.remove(cid)
+        self._dns_servers.pop(cid, None)
+        links: list[str] = []
         for netid in list(self.eps.get(cid, {})) + [n for n in self.bridges if n not in self.eps.get(cid, {})]:
-            errors += await self._detach(cid, netid)
+            errors += await self._detach(cid, netid, links)
         self.eps.pop(cid, None)
         path = self.netns_path(cid)
         if os.path.lexists(path):
@@ -283,8 +325,40 @@ class NetworkManager:
                 await asyncio.to_thread(netns_mod.remove, path)
             except Exception as e:
                 errors.append(str(e))
+        if links:
+            self._delete_links_later(cid, links)
+            log.debug("container %s: network torn down in %.1f ms", cid, (time.perf_counter() - t0) * 1000)
         if errors:
             raise NetworkError(f"container {cid}: network teardown: {'; '.join(errors)}")
+
+    def _delete_links_later(self, cid: str, names: list[str]) -> None:
+        prev = self._reaping.get(cid)
+
+        async def run() -> None:
+            if prev is not None:
+                await asyncio.wait([prev])
+            t0 = time.perf_counter()
+            try:
+                await asyncio.to_thread(delete_links, names)
+                log.debug("container %s: veth %s deleted in %.1f ms", cid, ", ".join(names),
+                          (time.perf_counter() - t0) * 1000)
+            except Exception as e:
+                log.error("container %s: delete its veth %s: %s", cid, ", ".join(names), e)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"veth-delete-{cid[:12]}")
+        self._reaping[cid] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._reaping.get(cid) is t:
+                del self._reaping[cid]
+
+        task.add_done_callback(done)
+
+    async def _links_deleted(self, cid: str) -> None:
+        """Wait for the deferred veth deletion of container ``cid`` (see :meth:`teardown`)."""
+        task = self._reaping.get(cid)
+        if task is not None:
+            await asyncio.wait([task])
 
     def endpoint(self, cid: str) -> Endpoint | None:
         eps = self.eps.get(cid) or {}
@@ -300,6 +374,7 @@ class NetworkManager:
         if net.id in eps:
             raise Conflict(f"endpoint with name {self.container_names(cid)[0]} already exists in "
                            f"network {net.name}")
+        await self._links_deleted(cid)
         used = {e.ifname for e in eps.values()}
         ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
         ep = await self._attach(cid, net, ifname, cfg)
@@ -320,7 +395,7 @@ class NetworkManager:
             return
         on_user = any(not e.network == "bridge" for e in (self.eps.get(cid) or {}).values())
         if on_user:
-            await self.dns.ensure(cid, self.netns_path(cid))
+            await self.dns.ensure(cid, self.netns_path(cid), self._dns_servers.get(cid))
         else:
             self.dns.remove(cid)
 
@@ -341,6 +416,16 @@ class NetworkManager:
                                      and name[: -len(net.name) - 1] in names):
                     out.append(ep.ip)
         return out
+
+    def resolve_ptr(self, cid: str, ip: str) -> list[str]:
+        """``<name>.<network>`` of the container with address ``ip`` on a user network that
+        container ``cid`` is on (Docker's reverse lookup); [] when none."""
+        mine = {nid for nid, e in (self.eps.get(cid) or {}).items() if e.network != "bridge"}
+        for other, eps in self.eps.items():
+            for nid, ep in eps.items():
+                if nid in mine and ep.ip == ip:
+                    return [f"{self.container_names(other)[0]}.{ep.network}"]
+        return []
 
     # -- networks API ------------------------------------------------------------------------------
     async def create_network(self, body: dict[str, Any]) -> NetRecord:
@@ -403,12 +488,13 @@ class NetworkManager:
             except ValueError:
                 raise InvalidParameter(f"invalid gateway {gw!r}") from None
         else:
-            from skiff.daemon.network.bridge import user_candidate_subnets
             taken = routes + others + [ipaddress.IPv4Network(self._read_state().get("subnet") or "0.0.0.0/32")]
-            free = [s for s in user_candidate_subnets() if not any(t.overlaps(s) for t in taken)]
-            if not free:
-                raise Conflict("no free address pool left for a new network: give --subnet")
-            subnet = free[0]
+            cands = pool_subnets(self.address_pools) if self.address_pools else user_candidate_subnets()
+            found = next((s for s in cands if not any(t.overlaps(s) for t in taken)), None)
+            if found is None:
+                raise Conflict("no free address pool left for a new network: give --subnet"
+                               + (" or more default-address-pools" if self.address_pools else ""))
+            subnet = found
             gw = str(subnet.network_address + 1)
         net = self.store.create(name, driver="bridge", subnet=str(subnet), gateway=gw,
                                 internal=bool(body.get("Internal")),
@@ -472,6 +558,7 @@ class NetworkManager:
         """At daemon start, after :meth:`load`, before the containers' live restore:
         ``running`` are the ids of the containers whose task runs. Adopt their endpoints;
         remove everything else."""
+        await asyncio.to_thread(netns_mod.maker.start)
         prev = self._read_state()
         ep_dir = os.path.join(self.state_dir, "endpoints")
         files = sorted(os.listdir(ep_dir)) if os.path.isdir(ep_dir) else []
@@ -495,6 +582,8 @@ class NetworkManager:
                           cid, ep.ip, net.name)
                 continue
             self.eps.setdefault(cid, {})[netid] = ep
+            if ep.ifname == "eth0":
+                self._dns_servers[cid] = list(ep.dns)
             maps = [PortMap(**m) for m in ep.ports]
             if maps:
                 try:
@@ -554,6 +643,9 @@ class NetworkManager:
         (their containers keep running for live restore) and their locks are released."""
         if self.dns is not None:
             self.dns.close()
+        if self._reaping:
+            await asyncio.wait(list(self._reaping.values()))
+        await asyncio.to_thread(netns_mod.maker.close)
         for netid in list(self.bridges):
             used = any(netid in eps for eps in self.eps.values())
             await self._release_bridge(netid, destroy=not used)

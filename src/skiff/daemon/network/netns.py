@@ -3,7 +3,8 @@
 skiffd is multi-threaded, so it never calls unshare itself. The namespace lives on
 through the bind mount until :func:`remove` unmounts it (and the container's processes leave it).
 It never forks itself (the gRPC library skiffd uses aborts in a forked child): the new namespace
-is made by util-linux ``unshare --net=<file>`` (a single-threaded process of its own), and work
+is made by a long-lived single-threaded helper process (:mod:`skiff.daemon.network.nshelper`,
+spawned once) or, when that cannot run, by util-linux ``unshare --net=<file>``, and work
 inside one (netlink sockets) is done by :func:`run_in` in a dedicated thread that joins it with
 ``setns`` (per-thread for network namespaces) and leaves it again.
 """
@@ -16,12 +17,13 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-log = logging.getLogger("skiffd.network")
+log = logging.getLogger("skiff.daemon.network")
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 
 CLONE_NEWNET = 0x40000000
@@ -52,8 +54,16 @@ def is_mounted(path: str) -> bool:
 
 
 def create(path: str) -> None:
-    """Create a new network namespace bound to ``path`` (an empty file is created first)."""
+    """Create a new network namespace bound to ``path``: by the namespace helper process
+    (:data:`maker`), or util-linux ``unshare`` when the helper cannot run."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    if maker.create(path):
+        return
+    create_with_unshare(path)
+
+
+def create_with_unshare(path: str) -> None:
+    """``unshare --net=<path> true``: a new process per namespace (an empty file first)."""
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
     try:
@@ -65,6 +75,82 @@ def create(path: str) -> None:
     if r.returncode != 0:
         os.unlink(path)
         raise NetnsError(f"network namespace {path}: unshare failed: {r.stderr.strip()}")
+
+
+class Maker:
+    """The client of :mod:`skiff.daemon.network.nshelper`: a long-lived single-threaded process
+    that makes namespaces without a fork and exec each. Started at the first request; one request
+    at a time (worker threads share it); ended by :meth:`close` (or by skiffd's death: EOF)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._broken = ""          # why the helper cannot be used (then: unshare)
+
+    def _start(self) -> subprocess.Popen[str] | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        if self._proc is not None:
+            log.error("network namespace helper (pid %d) exited with status %s; starting another",
+                      self._proc.pid, self._proc.returncode)
+            self._proc = None
+        if self._broken:
+            return None
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "skiff.daemon.network.nshelper"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=None, text=True, bufsize=1, close_fds=True)
+        except OSError as e:
+            self._broken = str(e)
+            log.error("network namespace helper: cannot start it (%s); using %s", e, UNSHARE)
+            return None
+        return self._proc
+
+    def start(self) -> None:
+        """Start the helper now (at daemon start), so that the first container does not wait."""
+        with self._lock:
+            self._start()
+
+    def create(self, path: str) -> bool:
+        """True when the helper made the namespace; False when it cannot be used (the caller
+        falls back to unshare). A refusal of the helper is raised as NetnsError."""
+        with self._lock:
+            proc = self._start()
+            if proc is None:
+                return False
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(path + "\n")
+                proc.stdin.flush()
+                answer = proc.stdout.readline().rstrip("\n")
+            except OSError as e:
+                answer = ""
+                log.error("network namespace helper (pid %d): %s", proc.pid, e)
+            if not answer:            # it died: the next request starts another one
+                proc.wait()
+                return False
+        if answer == "ok":
+            return True
+        raise NetnsError(answer.removeprefix("error "))
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            log.error("network namespace helper (pid %d) did not exit at EOF; killed", proc.pid)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+maker = Maker()
 
 
 def run_in(path: str, fn: Callable[[], T]) -> T:

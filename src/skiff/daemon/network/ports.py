@@ -29,6 +29,7 @@ class PortMap:
     container_port: int
     host_ip: str        # "" = every address of the host
     host_port: int      # 0 = ephemeral (chosen by the kernel when reserved)
+    host_port_end: int = 0   # HostPort "A-B": host_port..host_port_end, the first free one is taken
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -43,19 +44,47 @@ def _port_key(k: str) -> tuple[int, str]:
     proto = proto or "tcp"
     if proto not in ("tcp", "udp"):
         raise PortError(f"port {k}: protocol {proto!r} is not supported (tcp, udp)")
-    if "-" in port:
-        raise PortError(f"port {k}: port ranges are not supported by skiffd")
-    try:
-        n = int(port)
-    except ValueError:
-        raise PortError(f"invalid port {k!r}: not a number") from None
+    if not port.isdigit():
+        raise PortError(f'invalid port specification: "{port}"')
+    n = int(port)
     if not 1 <= n <= 65535:
         raise PortError(f"invalid port {k!r}: out of range 1-65535")
     return n, proto
 
 
+def _exposed_keys(k: str) -> list[tuple[int, str]]:
+    """An ExposedPorts key: ``80/tcp``, or a range ``8000-8002/udp`` (one entry per port)."""
+    port, _, proto = str(k).partition("/")
+    if "-" not in port:
+        return [_port_key(k)]
+    a, _, b = port.partition("-")
+    first, _ = _port_key(f"{a}/{proto or 'tcp'}")
+    last, proto = _port_key(f"{b}/{proto or 'tcp'}")
+    if last < first:
+        raise PortError(f"invalid port range {port!r}: its end is below its start")
+    return [(n, proto) for n in range(first, last + 1)]
+
+
+def _host_port(k: str, hp: str) -> tuple[int, int]:
+    """HostPort: "" (ephemeral), "8080", or a range "8000-8010" to take a free one from."""
+    a, sep, b = hp.partition("-")
+    try:
+        first = int(a) if a else 0
+        last = int(b) if sep else 0
+    except ValueError:
+        raise PortError(f'invalid port specification: "{hp}"') from None
+    if not 0 <= first <= 65535 or (sep and not (1 <= first <= last <= 65535)):
+        raise PortError(f"port {k}: invalid host port {hp!r} (1-65535, a range's end not below "
+                        "its start)")
+    return first, last
+
+
 def parse(host: dict[str, Any], exposed: dict[str, Any] | None) -> list[PortMap]:
-    """The port mappings a container asks for; raises PortError for invalid ones."""
+    """The port mappings a container asks for; raises PortError for invalid ones.
+
+    Clients send one key per container port (the docker CLI expands ``-p 8000-8001:80-81``
+    into 80/tcp -> 8000 and 81/tcp -> 8001); a host port range with one container port
+    (``-p 8000-8010:80``) stays a range here and takes its first free port when reserved."""
     out: list[PortMap] = []
     pb = host.get("PortBindings") or {}
     if not isinstance(pb, dict):
@@ -75,33 +104,38 @@ def parse(host: dict[str, Any], exposed: dict[str, Any] | None) -> list[PortMap]
                     raise PortError(f"port {k}: invalid host IP {hip!r}") from None
                 if a.version != 4:
                     raise PortError(f"port {k}: IPv6 host address {hip} is not supported by skiffd")
-            hp = str(b.get("HostPort") or "")
-            if "-" in hp:
-                raise PortError(f"port {k}: host port ranges ({hp}) are not supported by skiffd")
-            try:
-                hport = int(hp) if hp else 0
-            except ValueError:
-                raise PortError(f"port {k}: invalid host port {hp!r}") from None
-            if not 0 <= hport <= 65535:
-                raise PortError(f"port {k}: host port {hport} out of range")
-            out.append(PortMap(proto, cport, hip, hport))
+            hport, hend = _host_port(k, str(b.get("HostPort") or ""))
+            out.append(PortMap(proto, cport, hip, hport, hend))
     if host.get("PublishAllPorts"):
         have = {m.key for m in out}
         for k in sorted(exposed or {}):
-            cport, proto = _port_key(k)
-            if f"{cport}/{proto}" not in have:
-                out.append(PortMap(proto, cport, "", 0))
+            for cport, proto in _exposed_keys(k):
+                if f"{cport}/{proto}" not in have:
+                    out.append(PortMap(proto, cport, "", 0))
     return out
 
 
 def reserve(m: PortMap) -> socket.socket:
-    """Bind (without listening) the host address/port of ``m``; fills in an ephemeral port."""
+    """Bind (without listening) the host address/port of ``m``; fills in an ephemeral port, or
+    the first free one of a host port range."""
+    if m.host_port_end:
+        for port in range(m.host_port, m.host_port_end + 1):
+            try:
+                return _bind(m, port)
+            except PortError:
+                continue
+        raise PortError(f"Bind for {m.host_ip or '0.0.0.0'}:{m.host_port}-{m.host_port_end} failed: "
+                        "all ports of the range are allocated")
+    return _bind(m, m.host_port)
+
+
+def _bind(m: PortMap, port: int) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if m.proto == "tcp" else socket.SOCK_DGRAM)
     try:
-        s.bind((m.host_ip or "0.0.0.0", m.host_port))
+        s.bind((m.host_ip or "0.0.0.0", port))
     except OSError as e:
         s.close()
-        raise PortError(f"Bind for {m.host_ip or '0.0.0.0'}:{m.host_port} failed: "
+        raise PortError(f"Bind for {m.host_ip or '0.0.0.0'}:{port} failed: "
                         + ("port is already allocated" if e.errno == 98 else str(e.strerror))) from None
     m.host_port = s.getsockname()[1]
     return s
@@ -111,8 +145,8 @@ def settings(maps: list[PortMap], exposed: dict[str, Any] | None) -> dict[str, A
     """``NetworkSettings.Ports``: each exposed or published port -> its host bindings (or null)."""
     out: dict[str, Any] = {}
     for k in exposed or {}:
-        cport, proto = _port_key(k)
-        out[f"{cport}/{proto}"] = None
+        for cport, proto in _exposed_keys(k):
+            out[f"{cport}/{proto}"] = None
     for m in maps:
         lst = out.get(m.key) or []
         lst.append({"HostIp": m.host_ip or "0.0.0.0", "HostPort": str(m.host_port)})
