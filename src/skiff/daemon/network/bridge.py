@@ -26,17 +26,43 @@ import itertools
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from skiff.daemon.network import netns as netns_mod
 from skiff.daemon.network.ports import PortMap, nft_rules
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+else:
+    def IPRoute() -> Any:
+        """pyroute2 is imported on first use: its package imports every netlink family (and
+        unittest, difflib, multiprocessing), ~8 MiB that a daemon with no bridged container
+        never needs (docs/memory.md)."""
+        from pyroute2 import IPRoute as cls
+        return cls()
+
+
+def netlink_error() -> Any:
+    """pyroute2's NetlinkError class (importing pyroute2)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    return NetlinkError
+
+
+def is_netlink_error(e: BaseException) -> bool:
+    """Whether ``e`` is a pyroute2 NetlinkError, without importing pyroute2 (if it is not
+    loaded, nothing raised one)."""
+    mod = sys.modules.get("pyroute2.netlink.exceptions")
+    return mod is not None and isinstance(e, mod.NetlinkError)
+
+
+def netlink_code(e: BaseException) -> int:
+    """The errno of a NetlinkError (0 if it has none)."""
+    return int(getattr(e, "code", 0) or 0)
 
 LOCK_DIR = "/run/skiffd-bridges"
 VETH_PREFIX = "sk"          # host side: sk<first 11 hex of the container id>
@@ -302,7 +328,7 @@ class Bridge:
             try:
                 ipr.link("add", ifname=host, kind="veth", master=br[0], mtu=self.mtu, state="up",
                          peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": self.mtu})
-            except NetlinkError as e:
+            except netlink_error() as e:
                 raise NetworkError(f"veth {host} (container side {ifname} in {ns_path}): "
                                    f"{os.strerror(e.code) if e.code > 0 else e}") from None
             finally:
@@ -323,9 +349,10 @@ class Bridge:
             netns_mod.run_in(ns_path, inside)
         except BaseException as e:
             self.detach(cid, ifname)
-            if isinstance(e, NetlinkError):
+            if is_netlink_error(e):
+                code = netlink_code(e)
                 raise NetworkError(f"configure {ifname} in {ns_path} ({ip}/{self.subnet.prefixlen}, "
-                                   f"gateway {self.gateway}): {os.strerror(e.code) if e.code > 0 else e}"
+                                   f"gateway {self.gateway}): {os.strerror(code) if code > 0 else e}"
                                    ) from None
             raise
         return Endpoint(container_id=cid, ip=str(ip), prefixlen=self.subnet.prefixlen,
@@ -382,7 +409,7 @@ def _del_link(ipr: IPRoute, index: int) -> None:
     peer, and with the namespace of its peer when the kernel destroys that namespace."""
     try:
         ipr.link("del", index=index)
-    except NetlinkError as e:
+    except netlink_error() as e:
         if e.code != errno.ENODEV:
             raise
 

@@ -30,17 +30,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from skiff.daemon.api.errors import Conflict, InvalidParameter, NotFound
 from skiff.daemon.network import netns as netns_mod
 from skiff.daemon.network import ports as ports_mod
 from skiff.daemon.network.bridge import (
     Bridge,
     Endpoint,
+    IPRoute,
     NetworkError,
     delete_links,
     host_routes,
+    is_netlink_error,
     pool_subnets,
     user_candidate_subnets,
 )
@@ -226,7 +226,7 @@ class NetworkManager:
             return first
         except BaseException as e:
             await self.teardown(cid)
-            if isinstance(e, (OSError, netns_mod.NetnsError, PortError, NetlinkError)):
+            if isinstance(e, (OSError, netns_mod.NetnsError, PortError)) or is_netlink_error(e):
                 raise NetworkError(f"container {cid}: network setup failed: {e}") from None
             raise
 
@@ -725,7 +725,6 @@ def _unlink(path: str) -> None:
 
 
 def _routes() -> list[ipaddress.IPv4Network]:
-    from pyroute2 import IPRoute
     with IPRoute() as ipr:
         return host_routes(ipr)
 
