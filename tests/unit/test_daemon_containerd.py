@@ -241,3 +241,35 @@ def test_bad_runtime_options_are_refused(ccfg, options, message):
     with pytest.raises(InvalidArgument) as e:
         choose_runtime(ccfg, "io.containerd.runc.v2", "skiff", options)
     assert message in str(e.value)
+
+
+def test_image_list_is_kept_while_nothing_changed_it(tmp_path):
+    """list_images asks containerd again after any image change skiffd makes or hears of, and
+    always when the event monitor is not subscribed."""
+    async def main() -> None:
+        cd = Containerd(f"unix://{tmp_path}/none.sock", "skiff")
+        asked: list[str] = []
+
+        async def call(method, request, lease=""):
+            asked.append(type(request).__name__)
+            if type(request).__name__ == "ListImagesRequest":
+                return api.images.ListImagesResponse(images=[api.images.Image(
+                    name=f"x:{len(asked)}", target=api.descriptor.Descriptor(digest="sha256:" + "a" * 64))])
+            return api.images.CreateImageResponse(image=api.images.Image(name="y"))
+        cd._call = call   # type: ignore[method-assign]
+        try:
+            first = await cd.list_images()
+            assert [r.name for r in await cd.list_images()] != [r.name for r in first]   # not live: asked again
+            cd.image_events_live = True
+            kept = await cd.list_images()
+            assert await cd.list_images() == kept and asked.count("ListImagesRequest") == 3
+            await cd.create_image("y", kept[0].target)             # our own change
+            assert await cd.list_images() != kept
+            again = await cd.list_images()
+            cd.images_changed()                                     # an event heard
+            assert await cd.list_images() != again
+            assert await cd.list_images(["name==x"]) and asked.count("ListImagesRequest") == 6   # filtered: always asked
+        finally:
+            await cd.close()
+
+    asyncio.run(main())

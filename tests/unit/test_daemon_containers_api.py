@@ -71,6 +71,12 @@ class FakeContainerd:
         while True:
             yield await self.events.get()
 
+    image_events_live = False
+    images_changes = 0
+
+    def images_changed(self) -> None:
+        self.images_changes += 1
+
     async def list_tasks(self):
         return [TaskInfo(t.cid, t.pid, t.status, t.exit_status) for t in self.tasks.values()]
 

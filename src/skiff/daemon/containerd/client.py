@@ -181,6 +181,13 @@ class Containerd:
         self.events = api.events_grpc.EventsStub(self.channel)
         self._event_types: dict[str, Any] | None = None
         self._metric_types_added = False
+        # the image list, kept while nothing changed it: skiffd's own changes (create, update,
+        # delete below) and the image events the event monitor hears (``images_changed``) end
+        # it; kept only while that monitor is subscribed (``image_events_live``), so that a
+        # change made by another client (ctr) is always seen
+        self._images_gen = 0
+        self._images_cache: tuple[int, list[ImageRecord]] | None = None
+        self.image_events_live = False
         self._background: set[asyncio.Task[None]] = set()  # lease deletions under way
 
     @classmethod
@@ -402,14 +409,29 @@ class Containerd:
             return None
         return self._image(resp.image)
 
+    def images_changed(self) -> None:
+        """Some image record changed: the next ``list_images`` asks containerd."""
+        self._images_gen += 1
+        self._images_cache = None
+
     async def list_images(self, filters: Sequence[str] = ()) -> list[ImageRecord]:
+        cached = self._images_cache
+        if not filters and cached is not None and cached[0] == self._images_gen and self.image_events_live:
+            return list(cached[1])
+        gen, live = self._images_gen, self.image_events_live
         resp = await self._call(self.images.List, self.api.images.ListImagesRequest(filters=list(filters)))
-        return [self._image(i) for i in resp.images]
+        out = [self._image(i) for i in resp.images]
+        if not filters and live and gen == self._images_gen:
+            self._images_cache = (gen, out)
+        return list(out)
 
     async def create_image(self, name: str, target: Descriptor, labels: dict[str, str] | None = None,
                            lease: str = "") -> ImageRecord:
         img = self.api.images.Image(name=name, target=self._desc_pb(target), labels=labels or {})
-        resp = await self._call(self.images.Create, self.api.images.CreateImageRequest(image=img), lease)
+        try:
+            resp = await self._call(self.images.Create, self.api.images.CreateImageRequest(image=img), lease)
+        finally:
+            self.images_changed()
         return self._image(resp.image)
 
     async def update_image(self, name: str, target: Descriptor, labels: dict[str, str] | None = None,
@@ -417,12 +439,18 @@ class Containerd:
         """Point the image ``name`` at ``target`` (and set its labels when given)."""
         img = self.api.images.Image(name=name, target=self._desc_pb(target), labels=labels or {})
         paths = ["target"] + (["labels"] if labels is not None else [])
-        resp = await self._call(self.images.Update, self.api.images.UpdateImageRequest(
-            image=img, update_mask=FieldMask(paths=paths)), lease)
+        try:
+            resp = await self._call(self.images.Update, self.api.images.UpdateImageRequest(
+                image=img, update_mask=FieldMask(paths=paths)), lease)
+        finally:
+            self.images_changed()
         return self._image(resp.image)
 
     async def delete_image(self, name: str, sync: bool = False) -> None:
-        await self._call(self.images.Delete, self.api.images.DeleteImageRequest(name=name, sync=sync))
+        try:
+            await self._call(self.images.Delete, self.api.images.DeleteImageRequest(name=name, sync=sync))
+        finally:
+            self.images_changed()
 
     async def read_blob(self, digest: str, max_size: int | None = None) -> bytes:
         parts = []

@@ -262,11 +262,18 @@ class ContainerService(ContainersBackend):
         self.monitor = EventMonitor(self.cd.subscribe, self.cd.namespace, self._on_task_exit,
                                     self._on_oom, on_reconnect=self._reconnected,
                                     ensure_containerd=ensure_containerd)
+        self.monitor.on_images_changed = self.cd.images_changed
+        self.monitor.on_subscribed = self._image_events
         self.monitor.start()
         try:
             await asyncio.wait_for(self.monitor.subscribed.wait(), 30)
         except TimeoutError:
             raise ApiError("containerd: could not subscribe to its events within 30 s") from None
+
+    def _image_events(self, live: bool) -> None:
+        """The event stream is up (or broke): the client's image-list cache follows it."""
+        self.cd.images_changed()
+        self.cd.image_events_live = live
 
     async def reconcile(self, daemon_start: bool = True) -> None:
         """Match the records with containerd's tasks (live restore): running tasks are adopted

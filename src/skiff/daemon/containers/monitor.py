@@ -108,6 +108,10 @@ class EventMonitor:
         self.on_oom = on_oom
         self.on_reconnect = on_reconnect
         self.subscribed = asyncio.Event()
+        # issue 7: image events (``on_images_changed``) and whether the stream is up
+        # (``on_subscribed(bool)``) for the client's image-list cache
+        self.on_images_changed: Callable[[], None] | None = None
+        self.on_subscribed: Callable[[bool], None] | None = None
         self.retry_delay = 1.0          # seconds between a broken stream and the next attempt
         self._task: asyncio.Task[None] | None = None
 
@@ -133,6 +137,8 @@ class EventMonitor:
                     await self.on_reconnect()
                 first = False
                 self.subscribed.set()
+                if self.on_subscribed is not None:
+                    self.on_subscribed(True)
                 async for env in stream:
                     await self.dispatch(env.topic, env.event)
                 log.warning("containerd event stream ended; subscribing again")
@@ -143,6 +149,8 @@ class EventMonitor:
             except Exception:
                 log.exception("containerd event stream: internal error; subscribing again in 1 s")
             self.subscribed.clear()
+            if self.on_subscribed is not None:
+                self.on_subscribed(False)
             await asyncio.sleep(self.retry_delay)
             if self.ensure_containerd is not None:
                 try:
@@ -159,6 +167,8 @@ class EventMonitor:
                                    int(event.get("exit_status", 0)), int(event.get("exited_at", 0) or 0))
             elif topic == "/tasks/oom":
                 await self.on_oom(str(event.get("container_id", "")))
+            elif topic.startswith("/images/") and self.on_images_changed is not None:
+                self.on_images_changed()
         except asyncio.CancelledError:
             raise
         except Exception:

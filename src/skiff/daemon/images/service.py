@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import datetime as _dt
+import functools
 import json
 import logging
 import os
@@ -121,8 +123,9 @@ def parse_rfc3339(text: str) -> int:
     return int(d.timestamp())
 
 
+@functools.lru_cache(maxsize=4096)
 def familiar(name: str) -> str:
-    """``docker.io/library/busybox:latest`` -> ``busybox:latest``."""
+    """``docker.io/library/busybox:latest`` -> ``busybox:latest`` (kept: every listing asks)."""
     try:
         return parse_docker_ref(name).familiar_string()
     except ReferenceError:
@@ -146,6 +149,7 @@ class ImageService:
         self.busybox = busybox
         self._docs: dict[str, bytes] = {}           # manifest/index/config blobs by digest
         self._usage: dict[str, int] = {}            # committed snapshot size by chain ID
+        self._parsed: dict[str, Image] = {}         # target digest -> parsed image (_image_from_target)
         self._lock = asyncio.Lock()                 # one load/unpack at a time
         self._matcher = PlatformMatcher()
         # image ID -> [(container ID, running)] of the containers made from it; the Daemon
@@ -182,6 +186,27 @@ class ImageService:
         raise ApiError(f"image target {target.digest}: indexes nested too deep")
 
     async def _image_from_target(self, target: Descriptor) -> Image:
+        """The image a record's target describes, a fresh object (callers fill in names). What
+        is parsed from content-addressed blobs never changes, so it is kept by target digest
+        once every layer's unpacked size is known (``images()`` runs on every request that
+        names an image: 200 images parsed each time made ``docker images`` slow)."""
+        known = self._parsed.get(target.digest)
+        if known is not None:
+            return self._copy(known, target)
+        img = await self._parse_target(target)
+        if all(c in self._usage for c in chain_ids(img.diff_ids)):
+            self._parsed[target.digest] = img
+            return self._copy(img, target)
+        return img
+
+    @staticmethod
+    def _copy(img: Image, target: Descriptor) -> Image:
+        """A copy of a parsed image that callers may change (its config too)."""
+        return dataclasses.replace(img, names=[], repo_digests=[], full_names=[], target=target,
+                                   config=json.loads(json.dumps(img.config)), layers=list(img.layers),
+                                   diff_ids=list(img.diff_ids))
+
+    async def _parse_target(self, target: Descriptor) -> Image:
         mdesc = await self._manifest_for(target)
         manifest = parse_manifest(await self._doc(mdesc.digest, MAX_MANIFEST_SIZE), mdesc.media_type,
                                   f"manifest {mdesc.digest}")
@@ -211,13 +236,17 @@ class ImageService:
         """Every image (records with the same config grouped), newest first."""
         records = await self.cd.list_images()
         by_id: dict[str, Image] = {}
+        id_of: dict[str, str] = {}                   # target digest -> image ID, for this call
         for rec in records:
-            try:
-                img = await self._image_from_target(rec.target)
-            except (ImageError, NotFound) as e:
-                log.warning("image %s: skipped, its content cannot be read: %s", rec.name, e)
-                continue
-            have = by_id.get(img.id)
+            have = by_id.get(id_of.get(rec.target.digest, ""))
+            if have is None:
+                try:
+                    img = await self._image_from_target(rec.target)
+                except (ImageError, NotFound) as e:
+                    log.warning("image %s: skipped, its content cannot be read: %s", rec.name, e)
+                    continue
+                id_of[rec.target.digest] = img.id
+                have = by_id.get(img.id)
             if have is None:
                 have = by_id[img.id] = img
                 have.record_created_ns = rec.created_ns
@@ -719,6 +748,8 @@ class ImageService:
         out.append({"Deleted": img.id})
         for chain in chain_ids(img.diff_ids):
             self._usage.pop(chain, None)
+        if img.target is not None:
+            self._parsed.pop(img.target.digest, None)
         self.events.publish("image", "delete", img.id, {"name": img.id})
         if img.parent and not noprune:      # issue 10 (build)
             await self._prune_parent(img.parent, out)
