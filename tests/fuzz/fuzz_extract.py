@@ -128,6 +128,11 @@ def make_corpus(directory: str) -> None:
         "gnu-long": tar([("x" * 150, R, None), ("y" * 120, S, "z" * 130)], tarfile.GNU_FORMAT),
         "devices": tar([("dev/null", tarfile.CHRTYPE, (1, 3)), ("fifo", tarfile.FIFOTYPE, None)]),
         "replace": tar([("a", D, None), ("a", S, "/etc"), ("a/passwd", R, None)]),
+        # plain files after the first of a directory take the inline paths; then the
+        # directory becomes a link out, and a lower entry sits at a plain file's name
+        "inline": tar([("d", D, None), ("d/a", R, None), ("d/b", R, b"x" * 70000), ("d", S, "/"),
+                       ("d/c", R, None), ("d/etc/passwd", R, None), ("etc", D, None), ("etc/a", R, None),
+                       ("etc/passwd", R, b"through?")]),
     }
     sparse = tarfile.TarInfo("sp")
     sparse.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "sp",

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import posixpath
+import re
 import shutil
 import stat
 import struct
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from skiff.images import builtin
+from skiff.images import layers as layers_mod
 from skiff.images import ocilayout as oci
 
 BUSYBOX = "/bin/busybox"
@@ -390,6 +392,8 @@ def _tar(*entries: tuple) -> bytes:
                 info.type, info.linkname = tarfile.LNKTYPE, payload
             elif kind == "chr":
                 info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            elif kind == "blk":
+                info.type, info.devmajor, info.devminor = tarfile.BLKTYPE, 7, 0
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return out.getvalue()
 
@@ -444,28 +448,71 @@ def test_links_are_resolved_inside_the_rootfs_and_never_written_through(tmp_path
 
 
 @pytest.mark.parametrize(("layer", "message"), [
-    (_tar(("../evil", "file", "x")), "leaves the root filesystem"),
-    (_tar(("a/../../evil", "file", "x")), "leaves the root filesystem"),
-    (_tar(("/abs", "file", "x")), "absolute path refused"),
-    (_tar(("null", "chr", None)), "device nodes are refused"),
-    (_tar(("h", "link", "../outside")), "leaves the root filesystem"),
-    (_tar(("h", "link", "missing")), "hard link target"),
+    (_tar(("../evil", "file", "x")), "member '../evil': path '../evil' leaves the root"),
+    (_tar(("a/../../evil", "file", "x")), "leaves the root"),
+    (_tar(("null", "chr", None)), "member 'null': device nodes are refused"),
+    (_tar(("ok", "file", "x"), ("blk", "blk", None)), "member 'blk': device nodes are refused"),
+    (_tar(("h", "link", "../outside")), "hard link target: path '../outside' leaves the root"),
+    (_tar(("h", "link", "missing")), "hard link target 'missing' does not exist"),
     (_tar(("a/.wh...", "file", "")), "malformed whiteout"),
 ])
 def test_escaping_or_special_members_are_refused(tmp_path, layer, message):
     layout = _layout(tmp_path / "layout", [layer])
-    with pytest.raises(builtin.BundleError, match=message):
+    with pytest.raises(builtin.BundleError, match=re.escape(f"{layout}: layer 0: ") + ".*" + re.escape(message)):
         builtin.make_bundle(layout, str(tmp_path / "bundle" / "b"), None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "layout"]
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "bundle" / "evil").exists()
+
+
+def test_absolute_member_names_land_inside_the_rootfs(tmp_path):
+    """A leading / is dropped (as Docker and GNU tar do), so the member stays in the rootfs."""
+    layer = _tar(("/abs", "file", "x"), ("/etc", "dir", None), ("//etc/conf", "file", "c"))
+    bundle = Path(builtin.make_bundle(_layout(tmp_path / "layout", [layer]), str(tmp_path / "bundle"), None))
+    assert (bundle / "rootfs" / "abs").read_text() == "x"
+    assert (bundle / "rootfs" / "etc" / "conf").read_text() == "c"
+
+
+def test_make_bundle_applies_with_the_layer_extractor_and_its_strict_policy(tmp_path, monkeypatch):
+    """make_bundle has no extractor of its own: every layer goes through
+    skiff.images.layers.apply_layer with devices refused and setuid/setgid dropped."""
+    from skiff.images import layers
+
+    calls = []
+    real = layers.apply_layer
+
+    def spy(stream, root, **kw):
+        calls.append((root, kw))
+        return real(stream, root, **kw)
+
+    monkeypatch.setattr(layers, "apply_layer", spy)
+    layout = _layout(tmp_path / "layout", [_tar(("a", "file", "1")), _tar(("b", "file", "2"))])
+    bundle = Path(builtin.make_bundle(layout, str(tmp_path / "bundle"), None))
+    assert [root for root, _ in calls] == [str(bundle / "rootfs")] * 2
+    for _, kw in calls:
+        assert kw["allow_devices"] is False and kw["keep_setid"] is False and kw["whiteout"] == "delete"
+
+
+def test_zstd_layers(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    layer = _tar(("z", "file", "zstd content"))
+    blob = oci.Blob(layers_mod.MEDIA_TYPES_ZSTD[0], zstandard.ZstdCompressor().compress(layer))
+    image_config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+                    "rootfs": {"type": "layers", "diff_ids": [_sha256(layer)]}}
+    oci.write_tree(str(tmp_path / "layout"), oci.layout_files(oci.assemble(image_config, [blob]), "example.test/z:latest"))
+    bundle = Path(builtin.make_bundle(str(tmp_path / "layout"), str(tmp_path / "bundle"), None))
+    assert (bundle / "rootfs" / "z").read_text() == "zstd content"
 
 
 def test_modes_owner_bits_and_gzip_layers(tmp_path):
-    layer = _tar(("t", "dir", None, 0o1777), ("su", "file", "x", 0o4755), ("ro", "file", "r", 0o444))
+    layer = _tar(("t", "dir", None, 0o1777), ("su", "file", "x", 0o4755), ("ro", "file", "r", 0o444),
+                 ("sg", "file", "g", 0o3775), ("sgdir", "dir", None, 0o2755))
     bundle = Path(builtin.make_bundle(_layout(tmp_path / "layout", [layer], gzipped=True),
                                       str(tmp_path / "bundle"), None))
     rootfs = bundle / "rootfs"
     assert stat.S_IMODE((rootfs / "t").stat().st_mode) == 0o1777
     assert stat.S_IMODE((rootfs / "su").stat().st_mode) == 0o755  # setuid dropped
+    assert stat.S_IMODE((rootfs / "sg").stat().st_mode) == 0o1775  # setgid dropped, sticky kept
+    assert stat.S_IMODE((rootfs / "sgdir").stat().st_mode) == 0o755
     assert stat.S_IMODE((rootfs / "ro").stat().st_mode) == 0o444
     assert (rootfs / "t").stat().st_mtime == 1_000_000
 

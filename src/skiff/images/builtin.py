@@ -49,17 +49,16 @@ writes nothing (``BuiltImage.changed`` is false).
 
 ``make_bundle`` unpacks an OCI layout's image into an OCI runtime bundle (``rootfs/`` and a
 ``config.json`` from ``skiff.oci.defaults.default_config`` with the image's Env, Entrypoint/
-Cmd, WorkingDir and User applied). It is for development and tests; the daemon's image store
-applies layers itself. Every blob's digest and size are checked, and each layer's diff ID.
-Layers are applied in order with whiteouts (``.wh.NAME``, ``.wh..wh..opq``) hiding lower
-content. No member can land outside ``rootfs``: absolute member names and names that climb
-out with ``..`` are refused, symbolic links met in a member's directory path are followed the
-way the container will see them (absolute targets from the rootfs, ``..`` stopping at its
-root), a member never writes through a link at its own path (what is there is replaced), and
-hard links must point to a member inside the rootfs. Device nodes are refused and
-setuid/setgid bits dropped, as Python's "data" extraction filter does (3.11.2 here predates
-that filter); ownership (when running as root), the sticky bit (``/tmp``), permissions and
-mtimes are kept.
+Cmd, WorkingDir and User applied). It is for development and tests. Every blob's digest and
+size are checked, and each layer's diff ID. Layers (uncompressed, gzip or zstd) are applied in
+order by the image store's extractor (``skiff.images.layers.apply_layer``, whiteout mode
+``delete``), so the rules for hostile archives are that module's: nothing lands outside
+``rootfs`` (names are made relative, ``..`` that climbs out is refused, symbolic links are
+followed inside the rootfs, nothing is written through a link, hard links must name an entry
+inside). Because the rootfs is a plain directory on the host rather than a container's
+mount, the stricter policy is asked for: device nodes are refused and setuid/setgid bits
+dropped, as Python's "data" extraction filter does (3.11.2 here predates that filter);
+ownership (when running as root), the sticky bit (``/tmp``), permissions and mtimes are kept.
 
 Command line::
 
@@ -69,24 +68,17 @@ Command line::
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
 import posixpath
-import shutil
 import stat
 import struct
 import subprocess
 import sys
-import tarfile
 from dataclasses import dataclass
 
 from skiff.images import ocilayout as oci
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import BinaryIO
 
 IMAGE_NAME = "docker.io/library/busybox:latest"
 LAYOUT_DIRNAME = "busybox-oci"
@@ -271,11 +263,6 @@ def build(out_dir: str, busybox: str = "/bin/busybox") -> BuiltImage:
 # --- reading a layout -----------------------------------------------------------------------
 
 _MANIFEST_TYPES = (oci.MEDIA_TYPE_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json")
-_LAYER_TYPES = (
-    oci.MEDIA_TYPE_LAYER,
-    oci.MEDIA_TYPE_LAYER_GZIP,
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -347,32 +334,7 @@ def read_layout_image(layout_dir: str) -> tuple[dict, dict]:
     return manifest, config
 
 
-# --- applying layers ------------------------------------------------------------------------
-
-class _HashingReader:
-    __slots__ = ("_f", "hash")
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self.hash = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self.hash.update(data)
-        return data
-
-
-def _member_name(raw: str, where: str) -> str:
-    """A member's path relative to the rootfs ("" for the root itself); refuse escapes."""
-    if raw.startswith("/"):
-        raise BundleError(f"{where}: member {raw!r}: absolute path refused")
-    name = posixpath.normpath(raw) if raw else "."
-    if name == ".":
-        return ""
-    if name == ".." or name.startswith("../"):
-        raise BundleError(f"{where}: member {raw!r}: leaves the root filesystem")
-    return name
-
+# --- reading files of an unpacked rootfs ---------------------------------------------------
 
 def _resolve(rootfs: str, rel: str, where: str, follow_last: bool = False) -> str:
     """Host path of ``rel`` in ``rootfs``, following symlinks in its directories (and in its
@@ -409,112 +371,6 @@ def _resolve(rootfs: str, rel: str, where: str, follow_last: bool = False) -> st
             raise BundleError(f"{where}: {rel}: leaves the root filesystem")
         done.append(last)
     return os.path.join(rootfs, *done)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
-
-
-def _remove_lower(rootfs: str, rel: str, created: set[str], where: str) -> None:
-    """Remove what lower layers put at ``rel``, keeping what this layer created."""
-    path = _resolve(rootfs, rel, where)
-    if rel in created:
-        if os.path.isdir(path) and not os.path.islink(path):
-            for child in sorted(os.listdir(path)):
-                _remove_lower(rootfs, f"{rel}/{child}", created, where)
-        return
-    _remove(path)
-
-
-def _set_attrs(path: str, member: tarfile.TarInfo) -> None:
-    if os.geteuid() == 0:
-        os.lchown(path, member.uid, member.gid)
-    if not member.issym():
-        os.chmod(path, member.mode & 0o1777)  # drop setuid/setgid, keep sticky and permissions
-    os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
-
-
-def _apply_member(rootfs: str, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
-                  where: str, dirs: list[tuple[str, tarfile.TarInfo]]) -> None:
-    if member.ischr() or member.isblk():
-        raise BundleError(f"{where}: member {member.name!r}: device nodes are refused")
-    if not (member.isdir() or member.isreg() or member.issym() or member.islnk() or member.isfifo()):
-        raise BundleError(f"{where}: member {member.name!r}: unsupported tar entry type {member.type!r}")
-    if not name and not member.isdir():
-        raise BundleError(f"{where}: member {member.name!r}: the root must be a directory")
-    path = _resolve(rootfs, name, where) if name else rootfs
-    if name:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    if member.isdir():
-        if not os.path.isdir(path) or os.path.islink(path):
-            _remove(path)
-            os.mkdir(path, 0o700)
-        dirs.append((path, member))
-        return
-    _remove(path)
-    if member.isreg():
-        src = tar.extractfile(member)
-        if src is None:
-            raise BundleError(f"{where}: member {member.name!r}: no content")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    elif member.issym():
-        os.symlink(member.linkname, path)
-    elif member.islnk():
-        target_name = _member_name(member.linkname, where)
-        target = _resolve(rootfs, target_name, where) if target_name else rootfs
-        if not os.path.lexists(target) or (os.path.isdir(target) and not os.path.islink(target)):
-            raise BundleError(f"{where}: member {member.name!r}: hard link target {member.linkname!r} "
-                              "is not a file already in the root filesystem")
-        os.link(target, path, follow_symlinks=False)
-        return  # a hard link shares its target's inode and attributes
-    else:
-        os.mkfifo(path, 0o600)
-    _set_attrs(path, member)
-
-
-def apply_layer(rootfs: str, fileobj: BinaryIO, where: str) -> str:
-    """Apply one uncompressed layer tar stream to ``rootfs``; return its diff ID."""
-    reader = _HashingReader(fileobj)
-    created: set[str] = set()
-    dirs: list[tuple[str, tarfile.TarInfo]] = []
-    try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                name = _member_name(member.name, where)
-                base = posixpath.basename(name)
-                try:
-                    if base.startswith(".wh."):
-                        parent = posixpath.dirname(name)
-                        if base == ".wh..wh..opq":
-                            target = _resolve(rootfs, parent, where, follow_last=True)
-                            if os.path.isdir(target):
-                                for child in sorted(os.listdir(target)):
-                                    _remove_lower(rootfs, posixpath.join(parent, child), created, where)
-                        elif base[4:] in ("", ".", ".."):
-                            raise BundleError(f"{where}: member {member.name!r}: malformed whiteout")
-                        else:
-                            _remove_lower(rootfs, posixpath.join(parent, base[4:]), created, where)
-                        continue
-                    _apply_member(rootfs, tar, member, name, where, dirs)
-                except OSError as e:
-                    raise BundleError(f"{where}: member {member.name!r}: {e.strerror}"
-                                      + (f" ({e.filename})" if e.filename else "")) from e
-                created.add(name)
-            while reader.read(1 << 20):
-                pass  # the end-of-archive padding belongs to the diff ID too
-    except tarfile.TarError as e:
-        raise BundleError(f"{where}: not a valid tar stream: {e}") from e
-    for path, member in reversed(dirs):
-        try:
-            _set_attrs(path, member)
-        except OSError as e:
-            raise BundleError(f"{where}: set attributes of {path}: {e.strerror}") from e
-    return "sha256:" + reader.hash.hexdigest()
 
 
 # --- bundles --------------------------------------------------------------------------------
@@ -616,21 +472,26 @@ def make_bundle(layout_dir: str, bundle_dir: str, args: list[str] | None) -> str
     os.makedirs(rootfs, mode=0o755, exist_ok=True)
     if os.listdir(rootfs):
         raise BundleError(f"{rootfs}: not empty; refusing to unpack over it")
+    from skiff.images.errors import ImageError
+    from skiff.images.layers import LAYER_MEDIA_TYPES, apply_layer
+
     for i, (descriptor, diff_id) in enumerate(zip(layers, diff_ids, strict=True)):
         where = f"{layout_dir}: layer {i}"
-        if descriptor.get("mediaType") not in _LAYER_TYPES:
+        if descriptor.get("mediaType") not in LAYER_MEDIA_TYPES:
             raise BundleError(f"{where}: unsupported layer media type {descriptor.get('mediaType')!r}")
         path = _blob_path(layout_dir, descriptor, where)
-        with open(path, "rb") as blob:
-            compressed = blob.read(2) == b"\x1f\x8b"
-            blob.seek(0)
-            stream: BinaryIO = gzip.GzipFile(fileobj=blob, mode="rb") if compressed else blob  # type: ignore[assignment]
-            try:
-                actual = apply_layer(rootfs, stream, where)
-            except (OSError, EOFError) as e:
-                raise BundleError(f"{where}: read {path}: {e}") from e
-        if actual != diff_id:
-            raise BundleError(f"{where}: content digest {actual} does not match diff_id {diff_id}")
+        try:
+            with open(path, "rb") as blob:
+                # the image store's extractor, with the host-side policy: no device nodes,
+                # no setuid/setgid bits (the bundle's rootfs is a plain directory on the host)
+                applied = apply_layer(blob, rootfs, whiteout="delete", where=where,
+                                      allow_devices=False, keep_setid=False)
+        except ImageError as e:
+            raise BundleError(str(e)) from e
+        except OSError as e:
+            raise BundleError(f"{where}: read {path}: {e.strerror or e}") from e
+        if applied.diff_id != diff_id:
+            raise BundleError(f"{where}: content digest {applied.diff_id} does not match diff_id {diff_id}")
     spec = bundle_config(config, rootfs, args)
     oci.write_file(os.path.join(bundle, "config.json"), json.dumps(spec, indent=2).encode() + b"\n")
     return bundle

@@ -50,8 +50,10 @@ layer fails, naming the member), except the 0/0 character device, which is overl
 whiteout form and is refused in a layer; setuid/setgid/sticky bits are kept, since images
 legitimately hold setuid programs (``su``, ``ping``) and the danger this module guards
 against is escaping the root, not what runs inside a container (that is for the runtime's
-``nosuid`` mounts and ``no_new_privs``). Overlay's own xattrs (``trusted.overlay.*``,
-``user.overlay.*``) in a layer are refused: they would steer the overlay mount.
+``nosuid`` mounts and ``no_new_privs``); a tree unpacked for use on the host can refuse
+devices and drop those bits instead (``allow_devices=False``, ``keep_setid=False``).
+Overlay's own xattrs (``trusted.overlay.*``, ``user.overlay.*``) in a layer are refused:
+they would steer the overlay mount.
 
 Preserved: owners (numeric uid/gid, with ``same_owner``, the default when running as root),
 modes, xattrs (PAX ``SCHILY.xattr.*`` and ``LIBARCHIVE.xattr.*``, ``security.capability``
@@ -125,6 +127,9 @@ CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _QUEUE_DEPTH = 4  # decompressed pieces the producer thread may hold ready
+# compressed input per zlib call: its output then mostly fits in one CHUNK, and zlib does
+# not copy the input left over (``unconsumed_tail``) again and again, as with 1 MiB pieces
+_GZIP_IN = 1 << 18
 
 
 class LayerError(ImageError):
@@ -184,19 +189,59 @@ def _zstandard():
 
 # --- reading: decompression, digests, forward-only seeking ----------------------------------
 
+class _HashPipe:
+    """Hashes pieces in a thread of its own, in the order given (``put``): the producer
+    thread of a stream then only reads and decompresses, and the hashing (sha256 releases
+    the GIL) runs beside both it and the extracting thread. ``close`` waits for the rest."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue[tuple[Any, bytes] | None] = queue.Queue(maxsize=4 * _QUEUE_DEPTH)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="skiff-layer-digest", daemon=True)
+        self._thread.start()
+
+    def put(self, h: Any, data: bytes) -> None:
+        self._queue.put((h, data))
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    item[0].update(item[1])
+                except BaseException as e:  # raised by close()
+                    self.error = e
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 class _HashingRaw:
-    __slots__ = ("_f", "hash", "size")
+    __slots__ = ("_f", "hash", "pipe", "size")
 
     def __init__(self, f: BinaryIO, algorithm: str) -> None:
         self._f = f
         self.hash: hashlib._Hash | None = hashlib.new(algorithm)
+        self.pipe: _HashPipe | None = None
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
         if data:
             if self.hash is not None:
-                self.hash.update(data)
+                if self.pipe is not None:
+                    self.pipe.put(self.hash, data)
+                else:
+                    self.hash.update(data)
             self.size += len(data)
         return data
 
@@ -207,12 +252,14 @@ class LayerReader:
     Supports what ``tarfile`` needs in "r" mode: ``read``, ``tell`` and ``seek`` forward
     (skipping by reading, so the hash covers everything), and ``copy_to_fd`` for member data.
 
-    After ``start()``, a producer thread reads the stream, decompresses it and hashes both
-    the stream and its uncompressed bytes (zlib, zstd and hashlib release the GIL on large
-    pieces), handing pieces of at most ``CHUNK`` bytes to the extracting thread through a
-    bounded queue (at most ``_QUEUE_DEPTH`` pieces ahead); its errors are raised in the
-    extracting thread at the point of the stream where they occurred. ``close()`` stops it
-    and waits for it, so the caller's stream is never read after ``apply_layer`` returns.
+    After ``start()``, a producer thread reads the stream and decompresses it, handing
+    pieces of at most ``CHUNK`` bytes to the extracting thread through a bounded queue (at
+    most ``_QUEUE_DEPTH`` pieces ahead), and both the stream and its uncompressed bytes are
+    hashed in a third thread (``_HashPipe``; zlib, zstd and hashlib release the GIL on large
+    pieces); the producer's errors are raised in the extracting thread at the point of the
+    stream where they occurred. ``close()`` stops the producer and waits for it and for the
+    hashing, so the caller's stream is never read after ``apply_layer`` returns and the
+    digests are complete.
     """
 
     def __init__(self, raw: BinaryIO, *, compressed_algorithm: str = "sha256") -> None:
@@ -247,6 +294,7 @@ class LayerReader:
         self._view = memoryview(self._buf)
         self._queue: queue.Queue[tuple[bytes, BaseException | None]] | None = None
         self._thread: threading.Thread | None = None
+        self._pipe: _HashPipe | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
 
@@ -256,6 +304,7 @@ class LayerReader:
             import queue  # (imported here: the start of a process that never streams stays short)
 
             self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+            self._pipe = self.raw.pipe = _HashPipe()
             self._thread = threading.Thread(target=self._produce, name="skiff-layer-reader", daemon=True)
             self._thread.start()
 
@@ -272,7 +321,7 @@ class LayerReader:
             q.put((b"", e))
 
     def close(self) -> None:
-        """Stop the producer thread (if any) and wait for it."""
+        """Stop the producer thread (if any) and wait for it and for the hashing."""
         t = self._thread
         if t is None:
             return
@@ -287,12 +336,19 @@ class LayerReader:
                 pass
         t.join()
         self._thread = None
+        pipe = self._pipe
+        if pipe is not None:
+            self._pipe = self.raw.pipe = None
+            pipe.close()
 
     def _source(self) -> bytes:
         """The next piece of uncompressed data, hashed (b"" at the end)."""
         data = self._more()
         if data:
-            self.hash.update(data)
+            if self._pipe is not None:
+                self._pipe.put(self.hash, data)
+            else:
+                self.hash.update(data)
         return data
 
     def _next(self) -> bytes:
@@ -374,7 +430,7 @@ class LayerReader:
                     self._gz = d = zlib.decompressobj(31)
                     out = d.decompress(rest, CHUNK)
                 else:
-                    data = self._pending or self.raw.read(CHUNK)
+                    data = self._pending or self.raw.read(_GZIP_IN)
                     self._pending = b""
                     if not data:
                         raise InvalidLayer("gzip stream: truncated (ends inside a compressed member)")
@@ -518,6 +574,7 @@ _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SUPPORTED = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE,
                         tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE,
                         tarfile.DIRTYPE, tarfile.FIFOTYPE))
+_DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
 
 
 def clean_name(raw: str, what: str) -> str:
@@ -590,8 +647,10 @@ def _join(a: str, b: str) -> str:
 
 class _Extractor:
     def __init__(self, root: str, mode: str, lowers: Sequence[str], same_owner: bool,
-                 xattr_ns: str, where: str) -> None:
+                 xattr_ns: str, where: str, allow_devices: bool = True, keep_setid: bool = True) -> None:
         self.root = os.path.realpath(root)
+        self.allow_devices = allow_devices
+        self.mode_mask = 0o7777 if keep_setid else 0o1777  # the permission bits kept from a member
         self.mode = mode
         self.overlay = mode == "overlay"
         self.layers = [self.root] + ([os.path.realpath(x) for x in lowers] if self.overlay else [])
@@ -790,6 +849,8 @@ class _Extractor:
         what = f"{self.where}: member {info.name!r}"
         if info.type not in _SUPPORTED:
             raise InvalidLayer(f"{what}: unsupported tar entry type {info.type!r}")
+        if not self.allow_devices and info.type in _DEVICE_TYPES:
+            raise InvalidLayer(f"{what}: device nodes are refused")
         name = clean_name(info.name, what)
         base = posixpath.basename(name)
         parent = posixpath.dirname(name)
@@ -953,7 +1014,7 @@ class _Extractor:
                 else:
                     os.chown(name, info.uid, info.gid, dir_fd=pfd, follow_symlinks=False)
             if not info.issym():
-                mode = info.mode & 0o7777
+                mode = info.mode & self.mode_mask
                 if fd is not None:
                     os.fchmod(fd, mode)
                 else:
@@ -1216,7 +1277,11 @@ def _fast_header(buf: bytes, offset: int, encoding: str, errors: str) -> tarfile
 def _next_member(tar: Any, reader: LayerReader, where: str) -> tarfile.TarInfo | None:
     """The next header, or None at the end; unlike tarfile, a bad header is an error."""
     reader.seek(tar.offset)
-    block = reader.read(tarfile.BLOCKSIZE)
+    return _member_from_block(tar, reader, reader.read(tarfile.BLOCKSIZE), where)
+
+
+def _member_from_block(tar: Any, reader: LayerReader, block: bytes, where: str) -> tarfile.TarInfo | None:
+    """``_next_member`` once the block at ``tar.offset`` has been read."""
     if not tar.pax_headers:  # global PAX headers apply to every member: tarfile's job
         info = _fast_header(block, tar.offset, tar.encoding, tar.errors)
         if info is not None:
@@ -1230,6 +1295,83 @@ def _next_member(tar: Any, reader: LayerReader, where: str) -> tarfile.TarInfo |
         return _tarfile_member(tar, where)
     finally:
         tar.fileobj = reader
+
+
+def _extract_stream(reader: LayerReader, tar: Any, ex: _Extractor, where: str, current: list[str]) -> None:
+    """Extract every member of a streamed layer (``tar.firstmember`` is read already);
+    ``current[0]`` names the member being extracted, for the caller's error messages.
+
+    Members go through ``_Extractor.member``, except, as on the blob path, a plain regular
+    file (``_plain_reg``: no extension headers, nothing tarfile would read differently) whose
+    directory, named exactly so in the archive, the general path has already resolved and
+    written a plain file into (``_register_fast``): it is created there directly (``O_EXCL``,
+    ``O_NOFOLLOW``, relative to the directory's descriptor, so the confinement is the general
+    path's), written from the reader's buffers, and given owner, mode and times through its
+    descriptor; whatever already exists at its name sends it to the general path, which
+    replaces it. The syscalls left out are the blob path's (see ``_extract_blob``)."""
+    fast = ex.fast
+    umask = _umask()
+    euid, egid = os.geteuid(), os.getegid()
+    touched = ex.touched
+    same_owner = ex.same_owner
+    mode_mask = ex.mode_mask
+    encoding, errors = tar.encoding, tar.errors
+    plain_reg = _plain_reg
+    fopen, fchown, fchmod, utime, close = os.open, os.fchown, os.fchmod, os.utime, os.close
+    copy_to_fd, seek, read = reader.copy_to_fd, reader.seek, reader.read
+    octs: dict[bytes, int] = {}
+    info: tarfile.TarInfo | None = tar.firstmember
+    if info is None:
+        return  # an empty archive (only the end marker)
+    while True:
+        if info is not None:
+            current[0] = info.name
+            ex.member(reader, tar, info)
+            if info.type in _DATA_TYPES and info.sparse is None and not info.pax_headers:
+                _register_fast(ex, info, where, egid)  # later files of its directory: fast
+        off = tar.offset
+        seek(off)
+        block = read(tarfile.BLOCKSIZE)
+        hdr = None if tar.pax_headers else plain_reg(block, octs, encoding, errors)
+        if hdr is not None:
+            name, mode, uid, gid, size, mtime = hdr
+            parent, _, base = name.rpartition("/")
+            hit = fast.get(parent)
+            if (hit is not None and base and base != "." and base != ".."
+                    and not base.startswith(WHITEOUT_PREFIX)):
+                pdir, owner_ok, modes_ok = hit
+                current[0] = name
+                mode &= mode_mask
+                plain = modes_ok and not mode & 0o7000 and not mode & umask
+                try:
+                    wfd = fopen(base, _O_NEWFILE, mode if plain else 0o600, dir_fd=pdir.fd)
+                except FileExistsError:
+                    pass  # something is there: the general path replaces it
+                else:
+                    try:
+                        if size:
+                            got = copy_to_fd(wfd, size)
+                            if got < size:
+                                raise InvalidLayer(f"{where}: member {name!r}: truncated: "
+                                                   f"{got} of {size} bytes of data")
+                        if same_owner and not (uid == euid and gid == egid and owner_ok):
+                            fchown(wfd, uid, gid)
+                        if not plain:
+                            fchmod(wfd, mode)
+                        t = mtime * 1_000_000_000
+                        utime(wfd, ns=(t, t))
+                    finally:
+                        close(wfd)
+                    rel = f"{pdir.rel}/{base}" if pdir.rel else base
+                    touched.add(rel)
+                    if pdir.rel and pdir.rel not in touched:
+                        ex._mark(pdir.rel)
+                    tar.offset = off + 512 + -(-size // 512) * 512
+                    info = None
+                    continue
+        info = _member_from_block(tar, reader, block, where)
+        if info is None:
+            return
 
 
 def _tarfile_member(tar: Any, where: str) -> tarfile.TarInfo | None:
@@ -1449,6 +1591,71 @@ class _BlobHasher:
             self._thread.join()
 
 
+def _plain_reg(buf: bytes, octs: dict[bytes, int], encoding: str,
+               errors: str) -> tuple[str, int, int, int, int, int] | None:
+    """(name, mode, uid, gid, size, mtime) when ``buf`` is the well-formed header of a plain
+    regular file (ustar/v7, octal numbers, right checksum), read exactly as ``_fast_header``
+    reads it; None for anything else (the general path then reads it). ``octs``: number
+    fields already parsed (mode, owner and time repeat from member to member; -1 when not
+    yet; a field holding a negative number is parsed every time)."""
+    if len(buf) != 512 or buf[156:157] not in _REG_FLAGS:
+        return None
+    (name_b, mode_b, uid_b, gid_b, size_b, mtime_b, chk_b, _k, _l, _u, _g,
+     maj_b, min_b, prefix_b) = _HEADER.unpack(buf)
+    try:
+        # the sum of the block's bytes, the checksum field counting as 8 spaces
+        if int(chk_b.rstrip(b"\0 ") or b"0", 8) != _bytesum(buf) - sum(chk_b) + 256:
+            return None
+        mode = octs.get(mode_b, -1)
+        if mode < 0:
+            mode = int(mode_b.rstrip(b"\0 ") or b"0", 8)
+            octs[mode_b] = mode
+        uid = octs.get(uid_b, -1)
+        if uid < 0:
+            uid = int(uid_b.rstrip(b"\0 ") or b"0", 8)
+            octs[uid_b] = uid
+        gid = octs.get(gid_b, -1)
+        if gid < 0:
+            gid = int(gid_b.rstrip(b"\0 ") or b"0", 8)
+            octs[gid_b] = gid
+        mtime = octs.get(mtime_b, -1)
+        if mtime < 0:
+            if len(octs) > 4096:
+                octs.clear()
+            mtime = int(mtime_b.rstrip(b"\0 ") or b"0", 8)
+            octs[mtime_b] = mtime
+        size = int(size_b.rstrip(b"\0 ") or b"0", 8)
+        if maj_b not in _ZERO_FIELDS:
+            int(maj_b.rstrip(b"\0 ") or b"0", 8)
+        if min_b not in _ZERO_FIELDS:
+            int(min_b.rstrip(b"\0 ") or b"0", 8)
+        nul = name_b.find(b"\0")
+        name = (name_b if nul < 0 else name_b[:nul]).decode(encoding, errors)
+        if prefix_b[0]:
+            nul = prefix_b.find(b"\0")
+            name = (prefix_b if nul < 0 else prefix_b[:nul]).decode(encoding, errors) + "/" + name
+    except (ValueError, UnicodeError):
+        return None
+    return name, mode, uid, gid, size, mtime
+
+
+def _register_fast(ex: _Extractor, info: tarfile.TarInfo, where: str, egid: int) -> None:
+    """After the general path wrote the plain file ``info``: let later plain files of its
+    directory (named exactly so in the archive) take the fast path, with what the path
+    needs to know about the directory (see ``_Extractor.fast``)."""
+    name = info.name
+    parent = name.rpartition("/")[0]
+    try:
+        cparent = posixpath.dirname(clean_name(name, where))
+    except InvalidLayer:
+        return  # (member() refused it already)
+    d = ex.cache.get(cparent)
+    if d is not None and d.fd >= 0 and not cparent.startswith(WHITEOUT_PREFIX):
+        dst = os.fstat(d.fd)
+        ex.fast[parent] = (d, not dst.st_mode & stat.S_ISGID and dst.st_gid == egid,
+                           not _has_default_acl(d.fd))
+
+
 def _extract_blob(blob: _BlobReader, ex: _Extractor, where: str, current: list[str]) -> None:
     """Extract every member of ``blob`` (see the section's comment); ``current[0]`` names
     the member being extracted, for the caller's error messages."""
@@ -1470,8 +1677,9 @@ def _extract_blob(blob: _BlobReader, ex: _Extractor, where: str, current: list[s
     euid, egid = os.geteuid(), os.getegid()
     touched = ex.touched
     same_owner = ex.same_owner
+    mode_mask = ex.mode_mask
     encoding, errors = tar.encoding, tar.errors
-    unpack = _HEADER.unpack
+    plain_reg = _plain_reg
     pread, fopen, fchown, fchmod, utime, close = os.pread, os.open, os.fchown, os.fchmod, os.utime, os.close
     write = os.write
     octs: dict[bytes, int] = {}  # number fields already parsed (the value int() gave)
@@ -1485,114 +1693,67 @@ def _extract_blob(blob: _BlobReader, ex: _Extractor, where: str, current: list[s
             blob.pos = info.offset_data
             ex.member(blob, tar, info)
             if info.type in _DATA_TYPES and info.sparse is None and not info.pax_headers:
-                # let later files of this directory take the fast path
-                parent = name.rpartition("/")[0]
-                try:
-                    cparent = posixpath.dirname(clean_name(name, where))
-                except InvalidLayer:
-                    cparent = WHITEOUT_PREFIX  # (member() refused it already)
-                d = ex.cache.get(cparent)
-                if d is not None and d.fd >= 0 and not cparent.startswith(WHITEOUT_PREFIX):
-                    dst = os.fstat(d.fd)
-                    fast[parent] = (d, not dst.st_mode & stat.S_ISGID and dst.st_gid == egid,
-                                    not _has_default_acl(d.fd))
+                _register_fast(ex, info, where, egid)  # later files of its directory: fast
         off = tar.offset
         i = off - wstart
         if 0 <= i and i + 512 <= len(win):
             buf = win[i:i + 512]
         else:
             buf = pread(fd, 512, start + off)
-        if len(buf) == 512 and buf[156:157] in _REG_FLAGS and not tar.pax_headers:
+        hdr = None if tar.pax_headers else plain_reg(buf, octs, encoding, errors)
+        if hdr is not None:
             # inline: the header of a plain regular file, exactly as _fast_header reads it
-            (name_b, mode_b, uid_b, gid_b, size_b, mtime_b, chk_b, _k, _l, _u, _g,
-             maj_b, min_b, prefix_b) = unpack(buf)
-            try:
-                # the sum of the block's bytes, the checksum field counting as 8 spaces
-                ok = int(chk_b.rstrip(b"\0 ") or b"0", 8) == _bytesum(buf) - sum(chk_b) + 256
-                if ok:
-                    # mode, owner and time repeat from member to member: parsed once each
-                    # (-1: not yet; a field holding a negative number is parsed every time)
-                    mode = octs.get(mode_b, -1)
-                    if mode < 0:
-                        mode = int(mode_b.rstrip(b"\0 ") or b"0", 8)
-                        octs[mode_b] = mode
-                    uid = octs.get(uid_b, -1)
-                    if uid < 0:
-                        uid = int(uid_b.rstrip(b"\0 ") or b"0", 8)
-                        octs[uid_b] = uid
-                    gid = octs.get(gid_b, -1)
-                    if gid < 0:
-                        gid = int(gid_b.rstrip(b"\0 ") or b"0", 8)
-                        octs[gid_b] = gid
-                    mtime = octs.get(mtime_b, -1)
-                    if mtime < 0:
-                        if len(octs) > 4096:
-                            octs.clear()
-                        mtime = int(mtime_b.rstrip(b"\0 ") or b"0", 8)
-                        octs[mtime_b] = mtime
-                    size = int(size_b.rstrip(b"\0 ") or b"0", 8)
-                    if maj_b not in _ZERO_FIELDS:
-                        int(maj_b.rstrip(b"\0 ") or b"0", 8)
-                    if min_b not in _ZERO_FIELDS:
-                        int(min_b.rstrip(b"\0 ") or b"0", 8)
-            except ValueError:
-                ok = False
-            if ok:
-                nul = name_b.find(b"\0")
-                name = (name_b if nul < 0 else name_b[:nul]).decode(encoding, errors)
-                if prefix_b[0]:
-                    nul = prefix_b.find(b"\0")
-                    name = (prefix_b if nul < 0 else prefix_b[:nul]).decode(encoding, errors) + "/" + name
-                parent, _, base = name.rpartition("/")
-                hit = fast.get(parent)
-                if (hit is not None and base and base != "." and base != ".."
-                        and not base.startswith(WHITEOUT_PREFIX)):
-                    pdir, owner_ok, modes_ok = hit
-                    current[0] = name
-                    mode &= 0o7777
-                    plain = modes_ok and not mode & 0o7000 and not mode & umask
+            name, mode, uid, gid, size, mtime = hdr
+            parent, _, base = name.rpartition("/")
+            hit = fast.get(parent)
+            if (hit is not None and base and base != "." and base != ".."
+                    and not base.startswith(WHITEOUT_PREFIX)):
+                pdir, owner_ok, modes_ok = hit
+                current[0] = name
+                mode &= mode_mask
+                plain = modes_ok and not mode & 0o7000 and not mode & umask
+                try:
+                    wfd = fopen(base, _O_NEWFILE, mode if plain else 0o600, dir_fd=pdir.fd)
+                except FileExistsError:
+                    pass  # something is there: the general path replaces it
+                else:
                     try:
-                        wfd = fopen(base, _O_NEWFILE, mode if plain else 0o600, dir_fd=pdir.fd)
-                    except FileExistsError:
-                        pass  # something is there: the general path replaces it
-                    else:
-                        try:
-                            if 0 < size <= _SMALL:
-                                # small data is read with its neighbours (a window of the
-                                # blob) and written: cheaper than a copy_file_range each
-                                j = off + 512 - wstart
-                                if j < 0 or j + size > len(win):
-                                    win = pread(fd, _WINDOW, start + off)
-                                    wview = memoryview(win)
-                                    wstart = off
-                                    j = 512
-                                got = max(0, min(size, len(win) - j))
-                                data = wview[j:j + got]
-                                while data:
-                                    data = data[write(wfd, data):]
-                                if got < size:
-                                    raise InvalidLayer(f"{where}: member {name!r}: truncated: "
-                                                       f"{got} of {size} bytes of data")
-                            elif size:
-                                got = blob.copy_out(wfd, size, off + 512)
-                                if got < size:
-                                    raise InvalidLayer(f"{where}: member {name!r}: truncated: "
-                                                       f"{got} of {size} bytes of data")
-                            if same_owner and not (uid == euid and gid == egid and owner_ok):
-                                fchown(wfd, uid, gid)
-                            if not plain:
-                                fchmod(wfd, mode)
-                            t = mtime * 1_000_000_000
-                            utime(wfd, ns=(t, t))
-                        finally:
-                            close(wfd)
-                        rel = f"{pdir.rel}/{base}" if pdir.rel else base
-                        touched.add(rel)
-                        if pdir.rel and pdir.rel not in touched:
-                            ex._mark(pdir.rel)
-                        tar.offset = off + 512 + -(-size // 512) * 512
-                        info = None
-                        continue
+                        if 0 < size <= _SMALL:
+                            # small data is read with its neighbours (a window of the
+                            # blob) and written: cheaper than a copy_file_range each
+                            j = off + 512 - wstart
+                            if j < 0 or j + size > len(win):
+                                win = pread(fd, _WINDOW, start + off)
+                                wview = memoryview(win)
+                                wstart = off
+                                j = 512
+                            got = max(0, min(size, len(win) - j))
+                            data = wview[j:j + got]
+                            while data:
+                                data = data[write(wfd, data):]
+                            if got < size:
+                                raise InvalidLayer(f"{where}: member {name!r}: truncated: "
+                                                   f"{got} of {size} bytes of data")
+                        elif size:
+                            got = blob.copy_out(wfd, size, off + 512)
+                            if got < size:
+                                raise InvalidLayer(f"{where}: member {name!r}: truncated: "
+                                                   f"{got} of {size} bytes of data")
+                        if same_owner and not (uid == euid and gid == egid and owner_ok):
+                            fchown(wfd, uid, gid)
+                        if not plain:
+                            fchmod(wfd, mode)
+                        t = mtime * 1_000_000_000
+                        utime(wfd, ns=(t, t))
+                    finally:
+                        close(wfd)
+                    rel = f"{pdir.rel}/{base}" if pdir.rel else base
+                    touched.add(rel)
+                    if pdir.rel and pdir.rel not in touched:
+                        ex._mark(pdir.rel)
+                    tar.offset = off + 512 + -(-size // 512) * 512
+                    info = None
+                    continue
         info = _blob_member(tar, blob, buf, off, where)
         if info is None:
             return
@@ -1660,13 +1821,18 @@ def _apply_blob(stream: BinaryIO, fd: int, start: int, st: os.stat_result, ex: _
 
 def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lowers: Sequence[str] = (),
                 same_owner: bool | None = None, overlay_xattr: str = "trusted",
-                compressed_digest: str | None = None, where: str = "layer") -> Applied:
+                compressed_digest: str | None = None, where: str = "layer", allow_devices: bool = True,
+                keep_setid: bool = True) -> Applied:
     """Extract the layer ``stream`` into ``root_dir`` (see the module doc).
 
     ``lowers``: with ``whiteout="overlay"``, the lower directories of the overlay whose
     upper directory is ``root_dir``, nearest first. ``same_owner``: set owners from the
     archive (default: when running as root). ``compressed_digest``: if given, the stream's
     digest is checked against it (``DigestMismatch``). ``where`` names the layer in errors.
+    ``allow_devices=False`` refuses character and block device members (``InvalidLayer``);
+    ``keep_setid=False`` drops the setuid and setgid bits from every mode (permissions and
+    the sticky bit are kept): together, the stricter policy of Python's "data" extraction
+    filter, for trees unpacked on the host outside any container (``builtin.make_bundle``).
     Errors: ``InvalidLayer`` for a malformed or hostile archive, ``LayerError`` for a
     failure to write; what was extracted before the error stays (the caller discards the
     snapshot).
@@ -1684,7 +1850,7 @@ def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lo
         raise InvalidArgument(f"apply {where}: digest algorithm {algorithm!r} not supported")
     blob = _regular_blob(stream)
     if blob is not None:
-        ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where)
+        ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where, allow_devices, keep_setid)
         try:
             diff_id, got, size = _apply_blob(stream, *blob, ex, algorithm=algorithm, where=where)
         finally:
@@ -1695,11 +1861,11 @@ def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lo
                        compressed_size=size)
     reader = LayerReader(stream, compressed_algorithm=algorithm)
     try:
-        ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where)
+        ex = _Extractor(root_dir, whiteout, lowers, same_owner, overlay_xattr, where, allow_devices, keep_setid)
     except BaseException:
         reader.close()
         raise
-    member = ""
+    current = [""]
     try:
         reader.start()
         head = reader.read(tarfile.BLOCKSIZE)
@@ -1711,24 +1877,23 @@ def apply_layer(stream: BinaryIO, root_dir: str, *, whiteout: str = "delete", lo
                 raise
             except Exception as e:  # what malformed numbers and sparse headers raise in tarfile
                 raise InvalidLayer(f"{where}: bad tar header at byte 0: {e or type(e).__name__}") from e
-            info = tar.firstmember
             tar.fileobj = reader  # the head is consumed: read on from the stream itself
-            while info is not None:
-                member = info.name
-                ex.member(reader, tar, info)
-                info = _next_member(tar, reader, where)
-            member = ""
+            _extract_stream(reader, tar, ex, where, current)
+            current[0] = ""
             ex.finish_dirs()
         reader.drain()
     except tarfile.ReadError as e:
         raise InvalidLayer(f"{where}: not a tar archive: {e}") from e
     except OSError as e:
+        member = current[0]
         detail = f"member {member!r}: " if member else ""
         raise LayerError(f"{where}: {detail}{e.strerror or e}"
                          + (f" ({e.filename})" if e.filename else "")) from e
     finally:
-        reader.close()
-        ex.close()
+        try:
+            reader.close()
+        finally:
+            ex.close()
     got = reader.diff_id if reader.raw.hash is None else f"{algorithm}:{reader.raw.hash.hexdigest()}"
     if compressed_digest and got != compressed_digest:
         raise DigestMismatch(f"{where}: content digest {got}, expected {compressed_digest}")
