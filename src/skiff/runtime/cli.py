@@ -84,6 +84,93 @@ class Context:
 
 _current: Context | None = None
 
+# Verbs that move a process into a cgroup (``cgroup.procs``), whose first write waits for an
+# RCU grace period (see ``_prime_cgroup_attach``).
+ATTACH_VERBS = ("create", "run", "exec")
+PRIMER_SHELL = "/bin/sh"
+_primer = 0  # the pid of the primer process while it is not reaped
+
+
+def _prime_cgroup_attach(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> None:
+    """Start the kernel's ~10-15 ms wait of the first ``cgroup.procs`` write now, in a helper
+    process, so that it overlaps the runtime's imports and config loading instead of delaying
+    the container.
+
+    Every write to a ``cgroup.procs`` file takes the kernel's global threadgroup rwsem for
+    writing, and the first writer after an idle period waits for an RCU grace period
+    (``rcu_sync_enter``); a writer that comes within about one grace period of the previous
+    one does not wait. The helper (``sh -c 'echo 0 > FILE'``, spawned, stdio on /dev/null)
+    writes "0", i.e. itself, to the cgroup it inherited from the runtime: a move to where it
+    already is, which changes nothing. Any failure (no cgroupfs at the usual place, no
+    permission, no shell) only means that the runtime's own write pays the wait itself: nothing
+    is reported. The kernel holds its cgroup lock during the wait, so a ``mkdir`` in cgroupfs
+    waits too: ``create`` forks the container's process first (it prepares its namespaces
+    meanwhile), imports what comes later while ``primer_pending()``, and reaps the helper
+    (``wait_primer``) after its mkdirs.
+
+    A process rather than a thread: the runtime stays single-threaded, and no second thread
+    competes for the interpreter's lock (on a busy machine, handing it to a thread that waits
+    for a CPU stalls the runtime for as long).
+
+    Tried in order: the cgroup v2 directory (hybrid ``<root>/unified``, then pure v2 ``<root>``),
+    then each v1 hierarchy, from ``/proc/self/cgroup``; the first ``cgroup.procs`` that exists."""
+    global _primer
+    import posix
+
+    try:
+        with open(proc_cgroup, "rb") as f:
+            lines = f.read().decode().splitlines()
+    except OSError:
+        return
+    candidates: list[str] = []
+    for line in lines:
+        hid, _, rest = line.partition(":")
+        ctrls, _, path = rest.partition(":")
+        if hid == "0":
+            candidates[:0] = [f"{root}/unified{path}", f"{root}{path}"]
+        elif ctrls:
+            candidates.append(f"{root}/{ctrls.removeprefix('name=')}{path}")
+    for d in candidates:
+        target = f"{d.rstrip('/')}/cgroup.procs"
+        if not posix.access(target, posix.W_OK):
+            continue
+        devnull = [(posix.POSIX_SPAWN_OPEN, fd, "/dev/null", posix.O_RDWR, 0) for fd in (0, 1, 2)]
+        try:
+            _primer = posix.posix_spawn(PRIMER_SHELL, ["sh", "-c", 'echo 0 > "$1"', "sh", target], {},
+                                        file_actions=devnull)
+        except OSError:
+            pass  # no shell: see above
+        return
+
+
+def primer_pending() -> bool:
+    """Whether the primer process is still in its write."""
+    global _primer
+    if not _primer:
+        return False
+    import posix
+
+    try:
+        pid, _ = posix.waitpid(_primer, posix.WNOHANG)
+    except ChildProcessError:
+        pid = _primer  # reaped elsewhere (a wait for any child)
+    if pid:
+        _primer = 0
+    return not pid
+
+
+def wait_primer() -> None:
+    """Reap the primer process, if there is one (waits for the end of its write)."""
+    global _primer
+    if _primer:
+        import posix
+
+        try:
+            posix.waitpid(_primer, 0)
+        except ChildProcessError:
+            pass  # reaped elsewhere (a wait for any child)
+        _primer = 0
+
 
 def report(level: str, msg: str) -> None:
     """A warning, or a cleanup error beside the error that matters: into ``--log`` when the
@@ -147,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx.verb = verb
     _current = ctx
+    if verb in ATTACH_VERBS:
+        _prime_cgroup_attach()
     try:
         name = f"skiff.runtime.verbs.{verb}"
         __import__(name)  # importlib.import_module would import importlib (~1 ms)
@@ -160,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = f"{verb}: {e}"
     except KeyboardInterrupt:
         return 130
+    finally:
+        wait_primer()  # not left to a verb that failed before its fork
     if not ctx.log("error", msg) or verb not in CONTAINER_STDIO_VERBS:
         sys.stderr.write(f"skiff-runc: {msg}\n")
     return 1

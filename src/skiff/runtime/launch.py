@@ -11,9 +11,13 @@ class of attack)::
                                    caps, then blocks opening the exec FIFO; ``start`` opens the
                                    other end and I execs the container's process
 
-C is needed because ``unshare(CLONE_NEWPID)`` and ``setns`` to a pid namespace only apply to
-the caller's children. P, C and I talk over a ``sync.Channel``. ``exec`` follows the same
-shape: C joins the container's namespaces (from ``/proc/<init>/ns``), I' execs the process.
+C is needed with a user namespace (the other namespaces must be created inside it, and the
+runtime writes its id maps in between) and with a time namespace: ``unshare`` of a pid or time
+namespace, and ``setns`` to one, only apply to the caller's children. Without those, P forks I
+directly (``_fork_init``): P enters the pid namespace for that one fork and returns to its own
+right after, and I unshares or joins the rest itself; that saves a fork and a process exit per
+container. P, C and I talk over a ``sync.Channel``. ``exec`` follows the same shape as create
+with C: C joins the container's namespaces (from ``/proc/<init>/ns``), I' execs the process.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import os
 import sys as _sys
 
-from skiff.runtime.cli import RuntimeFailure, report
+from skiff.runtime.cli import RuntimeFailure, primer_pending, report, wait_primer
 from skiff.runtime.state import EXEC_FIFO, ContainerState, container_dir, proc_start_time
 from skiff.runtime.sync import Channel, SyncError, child_fail
 from skiff.runtime.syscalls import (
@@ -46,8 +50,11 @@ def _preload_child_modules() -> None:
     """Import what the forked children run after entering the container's mount namespace:
     past pivot_root (or setns into the container's mount namespace) the host's Python library
     is out of reach. Called in the child, before any namespace change, so that the imports
-    overlap with the runtime's cgroup writes instead of delaying the fork."""
+    overlap with the runtime's cgroup work instead of delaying the fork."""
+    import resource  # noqa: F401  (LinuxSyscalls' own imports)
+
     import skiff.runtime.caps
+    import skiff.runtime.clib
     import skiff.runtime.hooks
     import skiff.runtime.process
     import skiff.runtime.rootfs  # noqa: F401
@@ -202,6 +209,7 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
     With a terminal and no ``console_socket``, ``own_console`` (a foreground ``run``) receives
     the pty's master; without it that combination is refused, as runc refuses it."""
     from skiff.runtime.cgroups import CgroupError, open_manager, with_default_devices
+    from skiff.runtime.cgroups import preload as cgroups_preload
 
     bundle = os.path.abspath(bundle)
     config = load_bundle_config(bundle)
@@ -233,6 +241,10 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         from skiff.runtime import rootfs as _rootfs
     pre_mount = _rootfs.rootfs_mount_id(config) if shared_mnt else 0
 
+    # Without a user or time namespace the runtime forks the init itself (``_fork_init``);
+    # otherwise through an intermediate child (``_create_child``), see the module's docstring.
+    direct = lx.namespace("user") is None and lx.namespace("time") is None
+
     cdir = container_dir(ctx.root, cid)
     os.makedirs(ctx.root, 0o711, exist_ok=True)
     try:
@@ -254,8 +266,6 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
     try:
         os.mkfifo(st.fifo, 0o622)
         os.chmod(st.fifo, 0o622)  # not narrowed by the umask: the init may run as any user
-        cg.create()
-        created_cgroup = True
         # The init reaches the FIFO through this directory fd (openat): after pivot_root the
         # host path is gone, and /proc/self/fd is closed to a non-dumpable process that has
         # dropped to a non-root user.
@@ -263,46 +273,68 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         parent_chan, child_chan = Channel.pair()
         if subreaper:
             LinuxSyscalls().prctl(PR_SET_CHILD_SUBREAPER, 1)
-        _flush()
         console_arg: str | _socket.socket = own_console.open() if own_console else console_socket
-        child = os.fork()
-        if child == 0:
-            parent_chan.close()
-            if own_console is not None:
-                own_console.in_child()
-            _create_child(config, bundle, child_chan, state_dirfd, console_arg, no_pivot,
-                          seccomp_filter, preserve_fds)
+        _flush()
+        # Fork first: the child imports and unshares its namespaces (see _create_child and
+        # _direct_init) while the runtime makes the cgroup, whose mkdirs wait for the kernel's
+        # cgroup lock as long as the primer's write (cli.py) waits for its grace period.
+        if direct:
+            ipid = _fork_init(config, bundle, parent_chan, child_chan, state_dirfd, console_arg,
+                              no_pivot, seccomp_filter, preserve_fds, own_console)
+        else:
+            child = os.fork()
+            if child == 0:
+                parent_chan.close()
+                if own_console is not None:
+                    own_console.in_child()
+                _create_child(config, bundle, child_chan, state_dirfd, console_arg, no_pivot,
+                              seccomp_filter, preserve_fds)
         child_chan.close()
         if own_console is not None:
             own_console.forked()
         os.close(state_dirfd)
-        # The child imports and prepares its namespaces meanwhile (see _create_child); the
-        # device rules are in place before "go", i.e. before the init can mknod anything.
+        if primer_pending():
+            cgroups_preload()  # what set() imports, while the mkdirs would wait anyway
+        cg.create()
+        created_cgroup = True
+        wait_primer()
+        # The child joins the cgroup first (as runc: apply, then set), as soon after the
+        # primer's write as possible; the resources, device rules included, are in place before
+        # "go", i.e. before the child can mknod anything or run the container's code.
+        cg.add(ipid or child)
         cg.set(with_default_devices(lx.resources, lx.devices))
         st.cgroup = cg.state()
-        cg.add(child)
         parent_chan.send("go")
-        if lx.namespace("user") is not None and not lx.namespace("user").path:  # type: ignore[union-attr]
-            parent_chan.expect("userns")
-            _write_id_maps(child, config)
-            parent_chan.send("userns-done")
-        ipid = parent_chan.expect("pid")["pid"]
-        os.waitpid(child, 0)
-        child = 0
+        if not direct:
+            if lx.namespace("user") is not None and not lx.namespace("user").path:  # type: ignore[union-attr]
+                parent_chan.expect("userns")
+                _write_id_maps(child, config)
+                parent_chan.send("userns-done")
+            ipid = parent_chan.expect("pid")["pid"]
+            os.waitpid(child, 0)
+            child = 0
         start = proc_start_time(ipid)
         if start is None:
             raise SyncError("the container's init exited during set-up")
         st.pid, st.pid_start = ipid, start[0]
-        parent_chan.expect("mounted")
         # "created": the spec's lifecycle runs these hooks after step 2, the creation of the
         # environment (crun and runtime-tools' hooks_stdin agree; runc says "creating")
-        hook_state = st.oci_state("created")
-        for kind in ("prestart", "createRuntime"):
-            if kind in config.hooks:
-                from skiff.runtime.hooks import run_hooks
+        runtime_hooks = [k for k in ("prestart", "createRuntime") if k in config.hooks]
+        if not runtime_hooks:
+            # nothing to run between the init's mounts and the rest of its set-up: answer now,
+            # so that the init does not wait for a round trip (the socket keeps the message)
+            try:
+                parent_chan.send("hooks-done", state=st.oci_state("created"))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the init failed already: expect() below reports its error
+        parent_chan.expect("mounted")
+        if runtime_hooks:
+            from skiff.runtime.hooks import run_hooks
 
+            hook_state = st.oci_state("created")
+            for kind in runtime_hooks:
                 run_hooks(config.hooks[kind], hook_state, kind)
-        parent_chan.send("hooks-done", state=st.oci_state("created"))
+            parent_chan.send("hooks-done", state=st.oci_state("created"))
         parent_chan.expect("ready")
         parent_chan.close()
         if shared_mnt:
@@ -319,7 +351,7 @@ def create(ctx: Context, cid: str, bundle: str, *, pid_file: str = "", console_s
         if child:
             _kill_and_reap(child, True)
         if ipid:
-            _kill_and_reap(ipid, subreaper)
+            _kill_and_reap(ipid, subreaper or direct)  # a direct init is our own child
         if created_cgroup:
             try:
                 # an init whose pid never reached us (or its children) would keep the cgroup busy
@@ -433,6 +465,106 @@ def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int,
         while os.read(gate_r, 1):
             pass
         os.close(gate_r)
+        _init(sys, config, bundle, chan, state_dirfd, console_socket, no_pivot, seccomp_filter,
+              preserve_fds)
+    except BaseException as e:
+        child_fail(chan, _describe(e))
+
+
+def _fork_init(config: Config, bundle: str, parent_chan: Channel, child_chan: Channel,
+               state_dirfd: int, console_socket: str | _socket.socket, no_pivot: bool,
+               seccomp_filter: object, preserve_fds: int, own_console: OwnConsole | None) -> int:
+    """Fork the container's init directly (no user or time namespace); return its pid.
+
+    A new or joined pid namespace applies only to the children of the process that unshares
+    or joins it, so the runtime enters it for this one fork (``pid_ns_for_children``; its own
+    pid namespace does not change) and goes back to its own right after: a later fork of the
+    runtime (hooks) stays in the host's. The init unshares or joins the other namespaces
+    itself (``_direct_init``), as the intermediate child does on the other path."""
+    pidns = config.linux.namespace("pid")
+    sys = LinuxSyscalls()
+    own = -1
+    if pidns is not None:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if pidns.path:
+                try:
+                    fd = os.open(pidns.path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise OSError(e.errno, f"open pid namespace {pidns.path}: {e.strerror}") from None
+                try:
+                    sys.setns(fd, NAMESPACE_FLAGS["pid"])
+                except OSError as e:
+                    raise OSError(e.errno, f"join pid namespace: {e.strerror}") from None
+                finally:
+                    os.close(fd)
+            else:
+                sys.unshare(NAMESPACE_FLAGS["pid"])
+        except BaseException:
+            os.close(own)
+            raise
+    try:
+        pid = os.fork()
+    except BaseException:
+        if own >= 0:
+            _leave_pid_namespace(sys, own)
+        raise
+    if pid == 0:
+        try:
+            if own >= 0:
+                os.close(own)
+            parent_chan.close()
+            if own_console is not None:
+                own_console.in_child()
+            _direct_init(config, bundle, child_chan, state_dirfd, console_socket, no_pivot,
+                         seccomp_filter, preserve_fds)
+        finally:
+            os._exit(1)  # _direct_init never returns; nothing of the runtime may go on here
+    if own >= 0:
+        try:
+            _leave_pid_namespace(sys, own)
+        except BaseException:
+            _kill_and_reap(pid, True)
+            raise
+    return pid
+
+
+def _leave_pid_namespace(sys: Syscalls, own: int) -> None:
+    """Make the runtime's next children again members of its own pid namespace (``own``: an
+    fd of it, closed here)."""
+    try:
+        sys.setns(own, NAMESPACE_FLAGS["pid"])
+    except OSError as e:
+        raise OSError(e.errno, f"return to the runtime's own pid namespace: {e.strerror}") from None
+    finally:
+        os.close(own)
+
+
+def _direct_init(config: Config, bundle: str, chan: Channel, state_dirfd: int,
+                 console_socket: str | _socket.socket, no_pivot: bool, seccomp_filter: object,
+                 preserve_fds: int) -> None:
+    """The init forked by ``_fork_init``: never returns. Until the runtime says "go" (it puts
+    the init in its cgroup meanwhile) it imports, joins the namespaces given by path and
+    unshares the new ones but the cgroup namespace, as ``_create_child`` does without a user
+    namespace; then it goes on as the init."""
+    try:
+        sys = LinuxSyscalls()
+        sys.prctl(PR_SET_DUMPABLE, 0)
+        _preload_child_modules()
+        lx = config.linux
+        joined = [(ns.type, ns.path) for ns in lx.namespaces if ns.path and ns.type != "pid"]
+        new = [ns.type for ns in lx.namespaces if not ns.path and ns.type != "pid"]
+        early_error: BaseException | None = None
+        try:
+            _join_and_unshare(sys, chan, joined, [t for t in new if t != "cgroup"], config)
+            _set_up_new_namespaces(sys, config, new)
+        except Exception as e:
+            early_error = e
+        chan.expect("go")
+        if early_error is not None:
+            raise early_error
+        if "cgroup" in new:
+            _join_and_unshare(sys, chan, [], ["cgroup"], config)
         _init(sys, config, bundle, chan, state_dirfd, console_socket, no_pivot, seccomp_filter,
               preserve_fds)
     except BaseException as e:
@@ -592,6 +724,7 @@ def exec_process(ctx: Context, st: ContainerState, proc: Process, *, detach: boo
     parent_chan, child_chan = Channel.pair()
     console_arg: str | _socket.socket = own.open() if own is not None else console_socket
     _flush()
+    wait_primer()
     child = os.fork()
     if child == 0:
         parent_chan.close()

@@ -452,7 +452,7 @@ class Program:
     __slots__ = ("bpf", "flags", "_call")
 
     def __init__(self, bpf: bytes, flags: int) -> None:
-        import ctypes
+        from skiff.runtime import clib as ctypes  # loading needs no more of ctypes than this
 
         if not bpf or len(bpf) % 8:
             raise SeccompError(f"seccomp program of {len(bpf)} bytes is not a whole number of instructions")
@@ -465,7 +465,7 @@ class Program:
         sock_fprog = type("SockFprog", (ctypes.Structure,),
                           {"_fields_": [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]})
         fprog = sock_fprog(len(bpf) // 8, ctypes.addressof(buf))
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.Library(None)
         libc.syscall.restype = ctypes.c_long
         args = (ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
                 ctypes.byref(fprog))

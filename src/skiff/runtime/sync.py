@@ -53,7 +53,14 @@ class Channel:
             except InterruptedError:
                 continue
             except ConnectionResetError:
-                return None
+                # The other side closed with a message of ours unread (the runtime sends
+                # "hooks-done" ahead when no hook runs in between): the kernel reports that
+                # first, but what it sent before closing, its "error" above all, is still
+                # queued behind.
+                try:
+                    data = self.sock.recv(MAX_MESSAGE, _socket.MSG_DONTWAIT)
+                except (BlockingIOError, ConnectionResetError, InterruptedError):
+                    return None
             if not data:
                 return None
             return json.loads(data)

@@ -1,7 +1,7 @@
 """The one seam through which the runtime makes kernel calls.
 
 Every namespace, mount, credential and capability call goes through a ``Syscalls`` object:
-``LinuxSyscalls`` makes the real call (libc through ctypes, since Python 3.11's ``os`` has no
+``LinuxSyscalls`` makes the real call (libc through ``clib``, a lean ctypes, since Python 3.11's ``os`` has no
 ``unshare``/``setns``/``mount``); ``RecordingSyscalls`` records the call and succeeds, so
 the setup code can be unit-tested without root by asserting the sequence of calls.
 
@@ -193,12 +193,13 @@ class LinuxSyscalls(Syscalls):
     """The real calls, through libc."""
 
     def __init__(self) -> None:
-        import ctypes
         import resource
 
-        self._ctypes = ctypes
+        from skiff.runtime import clib  # ctypes' essentials, without ctypes' import cost
+
+        self._ctypes = clib
         self._resource = resource
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc = clib.Library(None)
         self._nr = _SYSCALL_NUMBERS.get(os.uname().machine, {})
 
     def _check(self, rc: int, what: str) -> int:

@@ -64,8 +64,14 @@ _DEFAULT_RULE_PATHS = ("", "", "/dev/null", "/dev/random", "/dev/full", "/dev/tt
                        "/dev/urandom", "", "", "")
 
 
-__all__ = ["DEFAULT_RULES", "CgroupError", "Manager", "load_manager", "open_manager",
+__all__ = ["DEFAULT_RULES", "CgroupError", "Manager", "load_manager", "open_manager", "preload",
            "with_default_devices"]
+
+
+def preload() -> None:
+    """Import what ``Manager.set`` uses, ahead of time (the runtime does it while it would wait
+    anyway, see ``skiff.runtime.launch.create``)."""
+    from . import _devices, _resources, _set  # noqa: F401
 
 
 def with_default_devices(resources: dict | None, linux_devices: list | tuple = ()) -> dict:

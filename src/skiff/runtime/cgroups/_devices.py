@@ -15,7 +15,7 @@ earlier ``allow c 1:5 rwm`` but leaves read), without runc's rule-list emulator.
 
 from __future__ import annotations
 
-import struct
+import _struct as struct  # the C module: struct.py only re-exports it
 
 from ._util import CgroupError
 
