@@ -17,7 +17,7 @@ cached), after ``-w`` warm-up rounds; the tables give medians and ratios to dock
 ratio <= 1.0 cold and <= 0.5 cached. Nothing is asserted; exit status 0 when every measured
 command succeeded.
 
-Set-up and clean-up as ``bench/skiffd.py``: dockerd runs as ``tests/root/dockerd_util.Dockerd``
+Set-up and clean-up are ``bench/engines.py``'s: dockerd runs as ``tests/root/dockerd_util.Dockerd``
 starts it (own roots, socket, cgroup parent, network namespace; ``build/images/busybox.tar``
 loaded into it), skiffd as ``tests/root/skiffd_util.Skiffd`` does (it loads the same built-in
 busybox); both are stopped by PID at the end and the temporary directory removed unless a mount
@@ -27,29 +27,19 @@ remains under it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import shutil
+import re
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests" / "root"))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dockerd_util import Dockerd  # noqa: E402
-from skiffd_util import DOCKER, Skiffd  # noqa: E402
+import compare
+from engines import Bench, Engine, load_average
 
-import compare  # noqa: E402
-
-BUSYBOX_TAR = REPO / "build" / "images" / "busybox.tar"
 TAG = "bench-build:1"
 MIB = 1 << 20
 
@@ -91,29 +81,16 @@ def make_context(d: Path, mb: int) -> int:
     return total
 
 
-class Target:
-    def __init__(self, label: str, sock: str) -> None:
-        self.label = label
-        self.sock = sock
+def reset(t: Engine) -> str:
+    """Untimed, before a cold build: no image, no cache images, no build cache."""
+    d = t.sh()
+    return (f"{d} rmi -f {TAG} >/dev/null 2>&1; {d} image prune -f >/dev/null 2>&1; "
+            f"{d} builder prune -af >/dev/null 2>&1; {d} image inspect busybox >/dev/null")
 
-    def docker(self, *args: str) -> list[str]:
-        return [DOCKER, "-H", f"unix://{self.sock}", *args]
 
-    def sh(self) -> str:
-        return f"{DOCKER} -H unix://{self.sock}"
-
-    def run(self, *args: str, check: bool = True) -> str:
-        p = subprocess.run(self.docker(*args), capture_output=True, text=True, timeout=600,
-                           stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"{self.label}: docker {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
-        return p.stdout
-
-    def reset(self) -> str:
-        """Untimed, before a cold build: no image, no cache images, no build cache."""
-        d = self.sh()
-        return (f"{d} rmi -f {TAG} >/dev/null 2>&1; {d} image prune -f >/dev/null 2>&1; "
-                f"{d} builder prune -af >/dev/null 2>&1; {d} image inspect busybox >/dev/null")
+def cleanup(t: Engine) -> None:
+    t.remove_all()
+    t.run("rmi", "-f", TAG, check=False)
 
 
 def main() -> int:
@@ -123,58 +100,37 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=50, help="context size in MB (default 50)")
     ap.add_argument("--json", help="write the raw numbers here")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/build.py: must run as root")
-    base = Path(tempfile.mkdtemp(prefix="skbb-", dir="/tmp"))
-    os.environ["DOCKER_CONFIG"] = str(base / "cli")
+    bench = Bench("build.py", "skbb-")
     os.environ["DOCKER_BUILDKIT"] = "0"         # the classic builder on both daemons
-    os.environ.pop("DOCKER_HOST", None)
-    (base / "cli").mkdir()
-    ok = True
-    out: dict = {}
-    tables: list[str] = []
-    dockerd: Dockerd | None = None
-    skiffd: Skiffd | None = None
-    targets: list[Target] = []
-    try:
-        ctx = base / "ctx"
+    with bench:
+        ctx = bench.base / "ctx"
         size = make_context(ctx, args.mb)
-        dockerd = Dockerd(base / "logs", base_dir=str(base))
-        dockerd.start()
-        dockerd.load_image(str(BUSYBOX_TAR))
-        skiffd = Skiffd(str(base / "s"), str(base / "sd"))
-        targets = [Target("dockerd", str(dockerd.sock)), Target("skiffd", skiffd.sock)]
+        bench.start_dockerd()
+        bench.start_skiffd()
+        targets = bench.engines(cleanup)
         for t in targets:                      # both answer and run a container before timing
             t.run("run", "--rm", "--network", "none", "busybox", "true")
-        tables.append(f"context: {size / MIB:.0f} MiB of random data in {len(list(ctx.rglob('*')))} entries; "
-                      f"Dockerfile of {len(DOCKERFILE.splitlines())} steps; load average "
-                      f"{os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
-        print(tables[-1], flush=True)
+        bench.table(f"context: {size / MIB:.0f} MiB of random data in {len(list(ctx.rglob('*')))} entries; "
+                    f"Dockerfile of {len(DOCKERFILE.splitlines())} steps; {load_average()}")
         build = ["build", "-t", TAG, str(ctx)]
-        cmds = [compare.Command(t.docker(*build), name=f"{t.label}: cold build", setup=t.reset()) for t in targets]
-        cmds += [compare.Command(t.docker(*build), name=f"{t.label}: cached build") for t in targets]
-        res = compare.compare(cmds, runs=args.runs, warmup=args.warmup, rss_runs=0)
-        ok &= not any(r.error for r in res)
-        out["build"] = compare.to_json(res)
+        cmds = [compare.Command(t.argv(*build), name=f"{t.label}: cold build", setup=reset(t)) for t in targets]
+        cmds += [compare.Command(t.argv(*build), name=f"{t.label}: cached build") for t in targets]
+        res = bench.compare(cmds, args.runs, args.warmup, key="build")
         for k, what in ((0, "cold (image, cache images and build cache removed first)"),
                         (2, "cached (right after the cold build)")):
-            tables.append(compare.format_table(
+            bench.table(compare.format_table(
                 res[k:k + 2], f"docker build, {what}: {args.runs} runs after {args.warmup} warm-up, "
                               "alternating with the other rows; ratio to dockerd"))
-            print(tables[-1], flush=True)
         # the cached build really came from the cache on both daemons
-        import re
-
         for t in targets:
             for what in ("cold", "cached"):
                 if what == "cold":
-                    subprocess.run(["sh", "-c", t.reset()], capture_output=True, timeout=600)
-                p = subprocess.run(t.docker(*build), capture_output=True, text=True, timeout=600)
+                    subprocess.run(["sh", "-c", reset(t)], capture_output=True, timeout=600)
+                p = subprocess.run(t.argv(*build), capture_output=True, text=True, timeout=600)
                 steps = len(re.findall(r"^Step \d+/", p.stdout, re.M))
                 cached = len(re.findall(r"^ ---> Using cache$", p.stdout, re.M))
-                tables.append(f"{t.label}: one more {what} build: exit {p.returncode}, {cached} 'Using cache' for "
-                              f"{steps} steps" + (f"; {p.stderr.strip().splitlines()[-1]}" if p.returncode else ""))
-                print(tables[-1], flush=True)
+                bench.table(f"{t.label}: one more {what} build: exit {p.returncode}, {cached} 'Using cache' for "
+                            f"{steps} steps" + (f"; {p.stderr.strip().splitlines()[-1]}" if p.returncode else ""))
         summary = []
         for k, title in ((0, "cold"), (2, "cached")):
             a, b = res[k], res[k + 1]
@@ -183,43 +139,8 @@ def main() -> int:
                 continue
             ma, mb_ = statistics.median(a.wall), statistics.median(b.wall)
             summary.append(f"{title} {mb_ / ma:.2f} (skiffd {mb_:.2f} s, dockerd {ma:.2f} s)")
-        tables.append("ratios skiffd/dockerd (targets: cold <= 1.0, cached <= 0.5): " + "; ".join(summary)
-                      + f"; load average at the end {os.getloadavg()[0]:.2f}")
-        print(tables[-1], flush=True)
-    except Exception as e:
-        ok = False
-        print(f"bench/build.py: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        for t in targets:
-            try:
-                ids = t.run("ps", "-aq").split()
-                if ids:
-                    t.run("rm", "-f", *ids)
-                t.run("rmi", "-f", TAG, check=False)
-            except Exception as e:
-                print(f"clean-up: {t.label}: {e}", file=sys.stderr)
-        if skiffd is not None:
-            try:
-                skiffd.stop()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: skiffd: {e}", file=sys.stderr)
-        if dockerd is not None:
-            try:
-                dockerd.close()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: dockerd: {e}", file=sys.stderr)
-        with open("/proc/self/mountinfo") as f:
-            left = [ln.split()[4] for ln in f if ln.split()[4].startswith(f"{base}/")]
-        if left:
-            print(f"mounts left under {base}: {left}; not removing it", file=sys.stderr)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": out, "tables": tables, "time": time.time()}, f, indent=1)
-    return 0 if ok else 1
+        bench.summary("targets: cold <= 1.0, cached <= 0.5", summary)
+    return bench.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -43,25 +43,18 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests" / "root"))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import compare  # noqa: E402
-from pull import _Netns, make_layer  # noqa: E402
+import compare
+from engines import Bench, load_average, medians
+from pull import _Netns, make_layer
 
 CREATED = "2026-11-28T00:00:00Z"
 STEPS = ("load", "save", "pull", "push", "images")
@@ -140,40 +133,6 @@ def push_to_registry(ref: str, work: Path, layers: list[bytes], cfg: bytes) -> s
     return target.digest
 
 
-class Target:
-    def __init__(self, label: str, sock: str, pids) -> None:
-        self.label = label
-        self.sock = sock
-        self.pids = pids        # callable: [daemon pid, containerd pid]
-
-    def argv(self, *args: str) -> list[str]:
-        from skiffd_util import DOCKER
-        return [DOCKER, "-H", f"unix://{self.sock}", *args]
-
-    def sh(self, *args: str) -> str:
-        return shlex.join(self.argv(*args))
-
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> str:
-        p = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"{self.label}: docker {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
-        return p.stdout
-
-    def cpu(self) -> float:
-        """user+sys seconds used so far by the daemon and its containerd."""
-        tck = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tck
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--runs", type=int, default=5)
@@ -190,24 +149,11 @@ def main() -> int:
     for s in only:
         if s not in STEPS:
             raise SystemExit(f"--only: unknown step {s!r} (known: {', '.join(STEPS)})")
-    if os.geteuid() != 0:
-        raise SystemExit("bench/images.py: must run as root")
-
-    from dockerd_util import Dockerd
-    from skiffd_util import Skiffd
-
     from registry_util import Registry
 
-    base = Path(tempfile.mkdtemp(prefix="skbi-", dir="/tmp"))
-    os.environ["DOCKER_CONFIG"] = str(base / "cli")
-    os.environ.pop("DOCKER_HOST", None)
-    (base / "cli").mkdir()
-    ok = True
-    out: dict = {}
-    tables: list[str] = []
-    dockerd = skiffd = netns = None
-    registries: list = []
-    try:
+    bench = Bench("images.py", "skbi-")
+    with bench:
+        base = bench.base
         # the image: raw layers, one config; a docker-archive of it and one of --many small images
         layers = [make_layer(args.layer_mb * 1000 * 1000, i) for i in range(args.layers)]
         diff_ids = [sha(raw) for raw in layers]
@@ -221,14 +167,15 @@ def main() -> int:
                                  for i in range(args.many)], [small_layer])
         total_mb = args.layers * args.layer_mb
 
-        dockerd = Dockerd(base / "logs", base_dir=str(base))
-        dockerd.start()
+        dockerd = bench.start_dockerd(load_busybox=False)
         subprocess.run(["nsenter", f"--net={dockerd.netns_path}", "--", "ip", "link", "set", "lo", "up"], check=True)
         netns = _Netns(dockerd.netns_path)
+        bench.on_cleanup("netns", netns.leave)
         src = Registry.start(base / "reg-src")
+        bench.on_cleanup("registry", src.stop)
         dst = Registry.start(base / "reg-dst")
-        registries = [src, dst]
-        skiffd = Skiffd(str(base / "s"), str(base / "sd"), *shlex.split(args.skiffd_args))
+        bench.on_cleanup("registry", dst.stop)
+        bench.start_skiffd(*shlex.split(args.skiffd_args))
         pull_ref = f"{src.host}/bench/big:1"
         push_ref = f"{dst.host}/bench/big:1"
         digest = push_to_registry(pull_ref, base / "push-work", layers, cfg)
@@ -237,32 +184,23 @@ def main() -> int:
         del layers
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        dk, sk = dockerd, skiffd
-        assert sk.proc is not None
-        sk_pid = sk.proc.pid
-        targets = [Target("dockerd", str(dk.sock), lambda: [dk.pid, dk._containerd_pid()]),
-                   Target("skiffd", sk.sock, lambda: [sk_pid, sk.containerd_pid() or 0])]
-        head = (f"image: {args.layers} layers x {args.layer_mb} MB random data (~{total_mb} MB), ID {image_id[:19]}, "
-                f"registry manifest {digest[:19]}; load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs); "
-                f"{dockerd.docker('version', '--format', 'dockerd {{.Server.Version}}').stdout.strip()}")
-        tables.append(head)
-        print(head, flush=True)
+        targets = bench.engines(cleanup=None)
+        bench.table(f"image: {args.layers} layers x {args.layer_mb} MB random data (~{total_mb} MB), ID "
+                    f"{image_id[:19]}, registry manifest {digest[:19]}; {load_average()}; "
+                    f"{dockerd.docker('version', '--format', 'dockerd {{.Server.Version}}').stdout.strip()}")
         q = shlex.quote
 
         def group(step: str, title: str, make, runs: int, warmup: int) -> None:
-            nonlocal ok
             cmds = [make(t) for t in targets]
             cpu0 = [t.cpu() for t in targets]
-            res = compare.compare(cmds, runs=runs, warmup=warmup, rss_runs=0)
+            res = bench.compare(cmds, runs, warmup)
             cpu = [t.cpu() - c for t, c in zip(targets, cpu0, strict=True)]
-            ok &= not any(r.error for r in res)
-            out[step] = {"results": compare.to_json(res), "daemon_cpu_s": cpu}
+            bench.out[step] = {"results": compare.to_json(res), "daemon_cpu_s": cpu}
             n = runs + warmup
-            tables.append(compare.format_table(res, f"{title} ({runs} runs after {warmup} warm-up, alternating; "
-                                                    "ratio to dockerd)")
-                          + "\n  daemon+containerd CPU per run (setup and clean-up included): "
-                          + ", ".join(f"{t.label} {c / n:.2f} s" for t, c in zip(targets, cpu, strict=True)))
-            print(tables[-1], flush=True)
+            bench.table(compare.format_table(res, f"{title} ({runs} runs after {warmup} warm-up, alternating; "
+                                                  "ratio to dockerd)")
+                        + "\n  daemon+containerd CPU per run (setup and clean-up included): "
+                        + ", ".join(f"{t.label} {c / n:.2f} s" for t, c in zip(targets, cpu, strict=True)))
 
         if "load" in only:
             group("load", f"docker load of a {total_mb} MB docker-archive",
@@ -312,51 +250,16 @@ def main() -> int:
                       args.images_runs, 3)
         summary = []
         for step in REPORTED:
-            if step not in out:
+            if step not in bench.out:
                 continue
-            rs = out[step]["results"]
-            if any(r["error"] or not r["wall_s"] for r in rs):
+            m = medians(bench.out[step]["results"])
+            if m is None:
                 summary.append(f"{step} FAILED")
                 continue
-            a, b = (statistics.median(r["wall_s"]) for r in rs)
+            a, b = m
             summary.append(f"{step} {b / a:.2f} ({b * 1000:.0f} / {a * 1000:.0f} ms)")
-        tables.append("ratios skiffd/dockerd (target <= 1.0): " + "; ".join(summary)
-                      + f"; load average at the end {os.getloadavg()[0]:.2f}")
-        print(tables[-1], flush=True)
-    except Exception as e:
-        ok = False
-        print(f"bench/images.py: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        for reg in registries:
-            try:
-                reg.stop()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: registry: {e}", file=sys.stderr)
-        if skiffd is not None:
-            try:
-                skiffd.stop()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: skiffd: {e}", file=sys.stderr)
-        if netns is not None:
-            netns.leave()
-        if dockerd is not None:
-            try:
-                dockerd.close()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: dockerd: {e}", file=sys.stderr)
-        with open("/proc/self/mountinfo") as f:
-            left = [ln.split()[4] for ln in f if ln.split()[4].startswith(f"{base}/")]
-        if left:
-            print(f"mounts left under {base}: {left}; not removing it", file=sys.stderr)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": out, "tables": tables, "time": time.time()}, f, indent=1)
-    return 0 if ok else 1
+        bench.summary("target <= 1.0", summary)
+    return bench.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -41,27 +41,16 @@ skiff-containerd), and the temporary directory is removed unless a mount remains
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests" / "root"))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dockerd_util import Dockerd  # noqa: E402
-from skiffd_util import DOCKER, Skiffd  # noqa: E402
+import compare
+from engines import Bench, Engine, load_average, medians
 
-import compare  # noqa: E402
-
-BUSYBOX_TAR = REPO / "build" / "images" / "busybox.tar"
 KIB = 1024
 MIB = 1 << 20
 
@@ -153,43 +142,12 @@ def footprint(pids: list[int]) -> int:
     return len(frames) * os.sysconf("SC_PAGE_SIZE")
 
 
-class Target:
-    """One daemon under test: a label, its socket, and how to find its processes."""
-
-    def __init__(self, label: str, sock: str, daemon_pid, containerd_pid, shim_needle: bytes,
-                 daemon_name: str, containerd_name: str, shim_name: str) -> None:
-        self.label = label
-        self.sock = sock
-        self.daemon_pid = daemon_pid  # callables: the PID now
-        self.containerd_pid = containerd_pid
-        self.shim_needle = shim_needle
-        self.names = (daemon_name, containerd_name, shim_name)
-
-    def docker(self, *args: str) -> list[str]:
-        return [DOCKER, "-H", f"unix://{self.sock}", *args]
-
-    def sh_docker(self) -> str:
-        return f"{DOCKER} -H unix://{self.sock}"
-
-    def run(self, *args: str, check: bool = True) -> str:
-        import subprocess
-
-        p = subprocess.run(self.docker(*args), capture_output=True, text=True, timeout=300,
-                           stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"{self.label}: docker {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
-        return p.stdout
-
-    def remove_all(self) -> None:
-        ids = self.run("ps", "-aq").split()
-        if ids:
-            self.run("rm", "-f", *ids)
-
-    def reading(self) -> dict:
-        shims = processes_with(self.shim_needle)
-        pair = [self.daemon_pid(), self.containerd_pid()]
-        return {"daemon": memory([self.daemon_pid()]), "containerd": memory([self.containerd_pid()]),
-                "shims": memory(shims), "unique": footprint(pair), "unique_shims": footprint(pair + shims)}
+def reading(t: Engine) -> dict:
+    """Memory of ``t``'s daemon, its containerd and its shims (see ``memory``, ``footprint``)."""
+    shims = processes_with(t.shim_needle)
+    pair = [t.daemon_pid(), t.containerd_pid()]
+    return {"daemon": memory([t.daemon_pid()]), "containerd": memory([t.containerd_pid()]),
+            "shims": memory(shims), "unique": footprint(pair), "unique_shims": footprint(pair + shims)}
 
 
 def mib(v: int) -> str:
@@ -247,78 +205,47 @@ def main() -> int:
     ap.add_argument("--only", choices=("all", "run", "batch", "ps", "memory"), default="all")
     ap.add_argument("--json", help="write the raw numbers here")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("bench/skiffd.py: must run as root")
-    base = Path(tempfile.mkdtemp(prefix="skbd-", dir="/tmp"))
-    os.environ["DOCKER_CONFIG"] = str(base / "cli")
-    os.environ.pop("DOCKER_HOST", None)
-    (base / "cli").mkdir()
-    out: dict = {}
-    ok = True
-    dockerd: Dockerd | None = None
-    skiffd: Skiffd | None = None
-    targets: list[Target] = []
-    tables: list[str] = []
-    try:
+    bench = Bench("skiffd.py", "skbd-")
+    with bench:
         t0 = time.monotonic()
-        dockerd = Dockerd(base / "logs", base_dir=str(base))
-        dockerd.start()
-        dockerd.load_image(str(BUSYBOX_TAR))
+        bench.start_dockerd()
         docker_t = time.monotonic() - t0
         t0 = time.monotonic()
-        skiffd = Skiffd(str(base / "s"), str(base / "sd"))
+        bench.start_skiffd()
         skiffd_t = time.monotonic() - t0
-        tables.append(f"start-up (to API answering, image loaded): dockerd {docker_t:.2f} s, skiffd {skiffd_t:.2f} s; "
-                      f"load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
-        print(tables[-1], flush=True)
-
-        dk, sk = dockerd, skiffd
-        assert sk.proc is not None
-        sk_pid = sk.proc.pid
-        targets = [
-            Target("dockerd", str(dk.sock), lambda: dk.pid, dk._containerd_pid,
-                   f"-address\0{dk.exec_root}/containerd/containerd.sock\0".encode(),
-                   "dockerd", "containerd", "containerd-shim-runc-v2"),
-            Target("skiffd", sk.sock, lambda: sk_pid, lambda: sk.containerd_pid() or 0,
-                   f"--socket\0{sk.run_dir}/containerd/zygote.sock".encode(),
-                   "skiffd", "skiff-containerd", "skiff-shim"),
-        ]
+        bench.table(f"start-up (to API answering, image loaded): dockerd {docker_t:.2f} s, skiffd {skiffd_t:.2f} s; "
+                    f"{load_average()}")
+        targets = bench.engines(timeout=300)
         # both daemons answer; a first container each so that lazy start-up work is not timed
         for t in targets:
             t.run("run", "--rm", "--network", "none", "busybox", "true")
         readings: dict[str, dict[str, dict]] = {t.label: {} for t in targets}
         time.sleep(args.settle)
         for t in targets:
-            readings[t.label]["idle"] = t.reading()
+            readings[t.label]["idle"] = reading(t)
 
         if args.only in ("all", "run"):
-            cmds = [compare.Command(t.docker("run", "--rm", "--network", "none", "busybox", "true"),
+            cmds = [compare.Command(t.argv("run", "--rm", "--network", "none", "busybox", "true"),
                                     name=f"{t.label}: docker run --rm --network none busybox true")
                     for t in targets]
-            res = compare.compare(cmds, runs=args.runs, warmup=args.warmup, rss_runs=0)
-            ok &= not any(r.error for r in res)
-            out["run"] = compare.to_json(res)
-            tables.append(compare.format_table(
+            res = bench.compare(cmds, args.runs, args.warmup, key="run")
+            bench.table(compare.format_table(
                 res, f"table 1: docker run --rm --network none busybox true ({args.runs} runs after "
                      f"{args.warmup} warm-up, alternating; ratio to dockerd)"))
-            print(tables[-1], flush=True)
 
         n = args.batch
         if args.only in ("all", "batch"):
             cmds = []
             for t in targets:
-                loop = (f"for i in $(seq {n}); do {t.sh_docker()} run -d --network none busybox sleep 60 "
+                loop = (f"for i in $(seq {n}); do {t.sh()} run -d --network none busybox sleep 60 "
                         f">/dev/null || exit 1; done")
-                clean = f"ids=$({t.sh_docker()} ps -aq); [ -z \"$ids\" ] || {t.sh_docker()} rm -f $ids >/dev/null"
+                clean = f"ids=$({t.sh()} ps -aq); [ -z \"$ids\" ] || {t.sh()} rm -f $ids >/dev/null"
                 cmds.append(compare.Command(loop, name=f"{t.label}: {n} x docker run -d sleep 60",
                                             cleanup=clean))
-            res = compare.compare(cmds, runs=args.batch_runs, warmup=0, rss_runs=0)
-            ok &= not any(r.error for r in res)
-            out["batch"] = compare.to_json(res)
-            tables.append(compare.format_table(
+            res = bench.compare(cmds, args.batch_runs, 0, key="batch")
+            bench.table(compare.format_table(
                 res, f"table 2: {n} x create+start (docker run -d) in a row ({args.batch_runs} rounds, "
                      "alternating, removed between rounds; ratio to dockerd)"))
-            print(tables[-1], flush=True)
 
         if args.only in ("all", "ps", "memory"):
             for t in targets:
@@ -326,38 +253,36 @@ def main() -> int:
                     t.run("run", "-d", "--network", "none", "--name", f"bench-{i}", "busybox", "sleep", "100000")
             time.sleep(args.settle)
             for t in targets:
-                readings[t.label][f"{n} ctrs"] = t.reading()
+                readings[t.label][f"{n} ctrs"] = reading(t)
             if args.only != "memory":
-                cmds = [compare.Command(t.docker("ps"), name=f"{t.label}: docker ps ({n} running)") for t in targets]
+                cmds = [compare.Command(t.argv("ps"), name=f"{t.label}: docker ps ({n} running)") for t in targets]
                 name = f"bench-{n // 2}"
-                cmds += [compare.Command(t.docker("inspect", name), name=f"{t.label}: docker inspect {name}")
+                cmds += [compare.Command(t.argv("inspect", name), name=f"{t.label}: docker inspect {name}")
                          for t in targets]
-                res = compare.compare(cmds, runs=args.runs, warmup=args.warmup, rss_runs=0)
-                ok &= not any(r.error for r in res)
-                out["ps_inspect"] = compare.to_json(res)
+                res = bench.compare(cmds, args.runs, args.warmup, key="ps_inspect")
                 # ratios to the same command on dockerd
                 for k in (0, 2):
                     pair = res[k:k + 2]
-                    tables.append(compare.format_table(
+                    bench.table(compare.format_table(
                         pair, f"table 3{'ab'[k // 2]}: with {n} running containers ({args.runs} runs after "
                               f"{args.warmup} warm-up, alternating; ratio to dockerd)"))
-                    print(tables[-1], flush=True)
             for t in targets:
                 t.remove_all()
             time.sleep(args.settle)
             for t in targets:
-                readings[t.label]["after"] = t.reading()
+                readings[t.label]["after"] = reading(t)
+        out = bench.out
         out["memory"] = readings
-        tables.append(memory_table(readings, n))
-        print(tables[-1], flush=True)
+        bench.table(memory_table(readings, n))
         summary = []
         for key, title in (("run", "run"), ("batch", "batch")):
             if key not in out:
                 continue
-            if any(r["error"] or not r["wall_s"] for r in out[key]):
+            m = medians(out[key])
+            if m is None:
                 summary.append(f"{title}: FAILED (see above)")
                 continue
-            a, b = (statistics.median(r["wall_s"]) for r in out[key])
+            a, b = m
             summary.append(f"{title} {b / a:.2f} (skiffd {b * 1000:.0f} ms, dockerd {a * 1000:.0f} ms)")
         if "idle" in readings.get("dockerd", {}):
             a = readings["dockerd"]
@@ -372,40 +297,8 @@ def main() -> int:
                 pb = b[state]["daemon"]["pss"] + b[state]["containerd"]["pss"]
                 summary.append(f"memory {state}: unique {ub / ua:.2f} ({mib(ub)} / {mib(ua)} MiB), "
                                f"RSS {rb / ra:.2f} ({mib(rb)} / {mib(ra)}), PSS {pb / pa:.2f}")
-        tables.append("ratios skiffd/dockerd (targets <= 0.5): " + "; ".join(summary)
-                      + f"; load average at the end {os.getloadavg()[0]:.2f}")
-        print(tables[-1], flush=True)
-    except Exception as e:
-        ok = False
-        print(f"bench/skiffd.py: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        for t in targets:
-            try:
-                t.remove_all()
-            except Exception as e:
-                print(f"clean-up: {t.label}: {e}", file=sys.stderr)
-        if skiffd is not None:
-            try:
-                skiffd.stop()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: skiffd: {e}", file=sys.stderr)
-        if dockerd is not None:
-            try:
-                dockerd.close()
-            except Exception as e:
-                ok = False
-                print(f"clean-up: dockerd: {e}", file=sys.stderr)
-        with open("/proc/self/mountinfo") as f:
-            left = [ln.split()[4] for ln in f if ln.split()[4].startswith(f"{base}/")]
-        if left:
-            print(f"mounts left under {base}: {left}; not removing it", file=sys.stderr)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": out, "tables": tables}, f, indent=1)
-    return 0 if ok else 1
+        bench.summary("targets <= 0.5", summary)
+    return bench.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import leakcheck
@@ -472,3 +473,19 @@ class Dockerd:
         if (not self._netns_dir_was_mount and NETNS_DIR in _mount_points()
                 and not os.listdir(NETNS_DIR)):
             subprocess.run(["umount", NETNS_DIR], check=True, capture_output=True, text=True)
+
+
+def busybox_dockerd(log_dir: Path, busybox_tar: str) -> Iterator[Dockerd]:
+    """For a fixture (``yield from``): a started private dockerd with ``busybox_tar`` loaded and
+    one container run (dockerd makes its cgroup parent with the first container: before the
+    tests' leak checks); closed at the end, and also when getting it ready fails."""
+    d = Dockerd(log_dir)
+    try:
+        d.start()
+        d.load_image(busybox_tar)
+        d.docker("run", "--rm", "busybox", "true")
+    except BaseException:
+        d.close()
+        raise
+    yield d
+    d.close()

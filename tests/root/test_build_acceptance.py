@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from acceptance_util import run_script
-from dockerd_util import Dockerd
+from dockerd_util import busybox_dockerd
 from skiffd_util import DOCKER, Skiffd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,17 +71,7 @@ def test_build_acceptance_skiffd(skiffd, client):
 
 @pytest.fixture(scope="module")
 def dockerd(tmp_path_factory):
-    d = Dockerd(tmp_path_factory.mktemp("dockerd-build"))
-    try:
-        d.start()
-        d.load_image(str(BUSYBOX_TAR))
-        # dockerd makes its cgroup parent with the first container: before the tests' leak checks
-        d.docker("run", "--rm", "busybox", "true")
-    except BaseException:
-        d.close()
-        raise
-    yield d
-    d.close()
+    yield from busybox_dockerd(tmp_path_factory.mktemp("dockerd-build"), str(BUSYBOX_TAR))
 
 
 @pytest.mark.timeout(600)

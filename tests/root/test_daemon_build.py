@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from dockerd_util import Dockerd
+from dockerd_util import busybox_dockerd
 from skiffd_util import Skiffd
+
+from tar_util import tar_of
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -107,18 +109,6 @@ def post(d, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[
         return resp.status, resp.read()
     finally:
         conn.close()
-
-
-def tar_of(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                t.addfile(info, io.BytesIO(data))
-            else:
-                t.addfile(info)
-    return buf.getvalue()
 
 
 def file_member(name: str, data: bytes, mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes | None]:
@@ -434,16 +424,7 @@ def test_intermediate_images_and_rmi_cascade(skiffd, tmp_path):
 
 @pytest.fixture(scope="module")
 def dockerd(tmp_path_factory):
-    d = Dockerd(tmp_path_factory.mktemp("dockerd-build-e"))
-    try:
-        d.start()
-        d.load_image(str(BUSYBOX_TAR))
-        d.docker("run", "--rm", "busybox", "true")
-    except BaseException:
-        d.close()
-        raise
-    yield d
-    d.close()
+    yield from busybox_dockerd(tmp_path_factory.mktemp("dockerd-build-e"), str(BUSYBOX_TAR))
 
 
 COMPARE = """\

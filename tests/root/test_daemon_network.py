@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.request
 
 import pytest
+from net_util import links, ok, wait_http
 from skiffd_util import Skiffd
 
 
@@ -22,17 +22,6 @@ def skiffd(state_dirs):
     d.stop()
 
 
-def ok(r) -> str:
-    assert r.returncode == 0, f"rc {r.returncode}: {r.stderr}"
-    return r.stdout
-
-
-def http_get(url: str) -> str:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=10) as resp:
-        return resp.read().decode()
-
-
 def bridge_state(d: Skiffd) -> dict:
     with open(os.path.join(d.data_dir, "network", "bridge.json")) as f:
         return json.load(f)
@@ -41,22 +30,6 @@ def bridge_state(d: Skiffd) -> dict:
 def nft_table(name: str) -> str:
     r = subprocess.run(["nft", "list", "table", "ip", f"skiffd-{name}"], capture_output=True, text=True)
     return r.stdout if r.returncode == 0 else ""
-
-
-def links() -> set[str]:
-    return set(os.listdir("/sys/class/net"))
-
-
-def wait_http(url: str) -> str:
-    # httpd in a just-started container may not listen yet: retry a bounded number of times
-    last: Exception | None = None
-    for _ in range(100):
-        try:
-            return http_get(url)
-        except OSError as e:
-            last = e
-            subprocess.run(["sleep", "0.1"])
-    raise AssertionError(f"{url}: no answer: {last}")
 
 
 @pytest.mark.root

@@ -17,9 +17,9 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import pytest
+from net_util import network_skiffd, ok, wait_http
 from skiffd_util import Skiffd
 
 RETRY = "ok=; for i in $(seq 50); do if {cmd}; then ok=1; break; fi; sleep 0.1; done; [ -n \"$ok\" ] || exit 1"
@@ -114,17 +114,7 @@ while True:
 
 @pytest.fixture
 def skiffd(state_dirs):
-    d = Skiffd(str(state_dirs.run), str(state_dirs.data))
-    yield d
-    d.remove_all_containers()
-    for n in d.docker("network", "ls", "-q", "--filter", "type=custom").stdout.split():
-        d.docker("network", "rm", n)
-    d.stop()
-
-
-def ok(r) -> str:
-    assert r.returncode == 0, f"rc {r.returncode}: {r.stderr}"
-    return r.stdout
+    yield from network_skiffd(state_dirs)
 
 
 def inspect(d: Skiffd, ref: str) -> dict:
@@ -275,23 +265,6 @@ def test_two_containers_talk_by_name_over_tcp_and_udp(skiffd):
     finally:
         listener.stop()
     assert line.split() == [cli_ip, "hello-udp.test"], (line, r.stdout, r.stderr)
-
-
-def http_get(url: str) -> str:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=10) as resp:
-        return resp.read().decode()
-
-
-def wait_http(url: str) -> str:
-    last: Exception | None = None
-    for _ in range(100):
-        try:
-            return http_get(url)
-        except OSError as e:
-            last = e
-            subprocess.run(["sleep", "0.1"])
-    raise AssertionError(f"{url}: no answer: {last}")
 
 
 @pytest.mark.root

@@ -7,30 +7,15 @@ left behind."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
-from skiffd_util import Skiffd
+from net_util import links, network_skiffd, ok
 
 
 @pytest.fixture
 def skiffd(state_dirs):
-    d = Skiffd(str(state_dirs.run), str(state_dirs.data))
-    yield d
-    d.remove_all_containers()
-    for n in d.docker("network", "ls", "-q", "--filter", "type=custom").stdout.split():
-        d.docker("network", "rm", n)
-    d.stop()
-
-
-def ok(r) -> str:
-    assert r.returncode == 0, f"rc {r.returncode}: {r.stderr}"
-    return r.stdout
-
-
-def links() -> set[str]:
-    return set(os.listdir("/sys/class/net"))
+    yield from network_skiffd(state_dirs)
 
 
 RETRY = "ok=; for i in $(seq 50); do if {cmd}; then ok=1; break; fi; sleep 0.1; done; [ -n \"$ok\" ] || exit 1"

@@ -18,6 +18,7 @@ from skiff.images import archive, builtin
 from skiff.images import manifest as mf
 from skiff.images.content import ContentStore
 from skiff.images.metadata import MetaDB
+from tar_util import tar_of
 
 SHARED_TAR = Path("/work/shared/images/busybox.tar")
 SCHEMA_DIR = Path("/work/shared/specs/oci-image/schema")
@@ -208,18 +209,6 @@ def test_save_of_an_unknown_image_fails(store):
 
 # --- hostile and broken archives ------------------------------------------------------------
 
-def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                t.addfile(info, io.BytesIO(data))
-            else:
-                t.addfile(info)
-    return out.getvalue()
-
-
 def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
     return tarfile.TarInfo(name), data
 
@@ -232,11 +221,11 @@ def _legacy_archive(layer: bytes, diff_id: str | None = None, *, layer_name: str
     items = [{"Config": "cfg.json", "RepoTags": ["evil:latest"], "Layers": [layer_name]}]
     members = [_file("cfg.json", cfg), _file("l1/layer.tar", layer),
                _file("manifest.json", json.dumps(items).encode())]
-    return _tar(members + (extra or []))
+    return tar_of(members + (extra or []))
 
 
 def _small_layer() -> bytes:
-    return _tar([_file("hello.txt", b"hello\n")])
+    return tar_of([_file("hello.txt", b"hello\n")])
 
 
 def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
@@ -259,8 +248,8 @@ def test_a_well_formed_legacy_archive_with_a_linked_layer_loads(store):
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": [diff, diff]}}).encode()
     items = [{"Config": "cfg.json", "RepoTags": ["twice:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"]}]
-    data = _tar([_file("cfg.json", config), _file("l1/layer.tar", layer), _symlink("l2/layer.tar", "../l1/layer.tar"),
-                 _file("manifest.json", json.dumps(items).encode())])
+    data = tar_of([_file("cfg.json", config), _file("l1/layer.tar", layer), _symlink("l2/layer.tar", "../l1/layer.tar"),
+                   _file("manifest.json", json.dumps(items).encode())])
     (img,) = archive.load(io.BytesIO(data), store.content, store.meta)
     m = mf.parse_manifest(store.content.read_all(img.target.digest))
     assert [d.digest for d in m.layers] == [diff, diff]
@@ -279,8 +268,8 @@ def test_a_well_formed_legacy_archive_with_a_linked_layer_loads(store):
     (lambda: _legacy_archive(_small_layer(), extra=[_file("cfg.json", b"{}")]), "appears twice"),
     (lambda: _legacy_archive(_small_layer(), "sha256:" + "0" * 64), "the config says sha256:000"),
     (lambda: _legacy_archive(_small_layer(), layer_name="l2/layer.tar"), "'l2/layer.tar' is missing"),
-    (lambda: _tar([_file("blobs/sha256/" + "a" * 64, b"not what the name says")]), "not the one its name says"),
-    (lambda: _tar([_file("hello", b"x")]), "neither manifest.json nor index.json"),
+    (lambda: tar_of([_file("blobs/sha256/" + "a" * 64, b"not what the name says")]), "not the one its name says"),
+    (lambda: tar_of([_file("hello", b"x")]), "neither manifest.json nor index.json"),
     (lambda: b"this is not a tar archive at all" * 40, "not a tar archive"),
     (lambda: gzip.compress(_legacy_archive(_small_layer()))[:-30], "truncated"),
 ])
@@ -297,7 +286,7 @@ def test_oci_archive_naming_a_missing_layer_is_refused(store, built):
         members = [(m, t.extractfile(m).read() if m.isreg() else None) for m in t.getmembers()]
     kept = [(m, d) for m, d in members if m.name != "blobs/sha256/" + built.diff_id.split(":")[1]
             and m.name not in ("manifest.json", "repositories")]
-    data = _tar(kept)
+    data = tar_of(kept)
     with pytest.raises(archive.ArchiveError, match=f"layers\\[0\\] blob {built.diff_id} is missing"):
         archive.load(io.BytesIO(data), store.content, store.meta)
     assert store.images() == {}

@@ -25,6 +25,7 @@ from skiff.daemon.build.builder import (
     validate_platform,
 )
 from skiff.daemon.build.context import BuildContext, ContextError, ContextWriter, clean_member
+from tar_util import tar_of
 
 UID, GID = os.getuid(), os.getgid()
 
@@ -40,23 +41,11 @@ def member(name: str, data: bytes | None = None, *, kind: bytes = tarfile.REGTYP
     return ti, data
 
 
-def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                t.addfile(info, io.BytesIO(data))
-            else:
-                t.addfile(info)
-    return buf.getvalue()
-
-
 def make_ctx(tmp_path: Path, members: list, raw: bytes | None = None) -> BuildContext:
     d = tmp_path / f"ctx{len(list(tmp_path.iterdir()))}"
     d.mkdir()
     w = ContextWriter(str(d / "context.tar"))
-    w.write(raw if raw is not None else tar_bytes(members))
+    w.write(raw if raw is not None else tar_of(members))
     w.finish()
     return BuildContext.index(str(d), w.path, w.size, w.scan.digests)
 
@@ -91,14 +80,14 @@ def test_hostile_members_are_refused(tmp_path, members, words):
 def test_not_a_tar_and_truncated(tmp_path):
     with pytest.raises(ContextError, match="not a tar archive|bad tar archive"):
         make_ctx(tmp_path, [], raw=b"hello, this is not a tar" * 40)
-    whole = tar_bytes([member("a", b"x" * 1000)])
+    whole = tar_of([member("a", b"x" * 1000)])
     with pytest.raises(ContextError, match="truncated data"):
         make_ctx(tmp_path, [], raw=whole[:512 + 600])
 
 
 def test_tar_without_padding_or_trailer(tmp_path):
     """The docker CLI's tar for ``-f /outside/Dockerfile`` ends right after the last data."""
-    whole = tar_bytes([member("Dockerfile", b"FROM busybox\n"), member(".dockerfile.abc", b"FROM scratch\n")])
+    whole = tar_of([member("Dockerfile", b"FROM busybox\n"), member(".dockerfile.abc", b"FROM scratch\n")])
     cut = whole[:512 + 512 + 512 + 512 + len(b"FROM scratch\n")]
     # PAX headers make the offsets longer: cut right after the second file's data instead
     t = tarfile.open(fileobj=io.BytesIO(whole))
@@ -110,7 +99,7 @@ def test_tar_without_padding_or_trailer(tmp_path):
 
 @pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress, lambda b: b])
 def test_compressed_contexts(tmp_path, compress):
-    raw = tar_bytes([member("Dockerfile", b"FROM busybox\n"), member("dir/f", b"data")])
+    raw = tar_of([member("Dockerfile", b"FROM busybox\n"), member("dir/f", b"data")])
     ctx = make_ctx(tmp_path, [], raw=compress(raw))
     assert sorted(ctx.entries) == ["", "Dockerfile", "dir", "dir/f"]
     assert ctx.read_file(ctx.entries["dir/f"]) == b"data"
@@ -118,7 +107,7 @@ def test_compressed_contexts(tmp_path, compress):
 
 
 def test_truncated_gzip(tmp_path):
-    data = gzip.compress(tar_bytes([member("a", os.urandom(5000))]))
+    data = gzip.compress(tar_of([member("a", os.urandom(5000))]))
     with pytest.raises(ContextError, match="truncated"):
         make_ctx(tmp_path, [], raw=data[:len(data) // 2])
 
@@ -262,8 +251,8 @@ def test_chown_names_from_the_target(tmp_path):
 
 
 def test_add_archive_is_confined(tmp_path):
-    evil = tar_bytes([member("../../outside-file", b"x")])
-    good = tar_bytes([member("inner/x", b"x")])
+    evil = tar_of([member("../../outside-file", b"x")])
+    good = tar_of([member("inner/x", b"x")])
     ctx = make_ctx(tmp_path, [member("evil.tar", evil), member("good.tar.gz", gzip.compress(good)),
                               member("plain.txt", b"not an archive at all" * 30)])
     assert fsops.archive_kind(ctx, ctx.entries["good.tar.gz"]) == "gzip"

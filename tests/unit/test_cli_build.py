@@ -11,13 +11,12 @@ import gzip
 import io
 import json
 import os
-import socket
 import tarfile
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from cli_fakes import Server, chunked, reply
 from skiff.cli import build as build_mod
 from skiff.cli.build import ContextPlan, is_archive, plan_context, write_context
 from skiff.cli.http import CLIError
@@ -26,73 +25,9 @@ from skiff.cli.main import main
 # ---------------------------------------------------------------- a scripted daemon
 
 
-class Server:
-    """One request per connection; reads the request body (Content-Length or chunked, keeping
-    the chunk sizes); ``handler(req, conn)`` answers."""
-
-    def __init__(self, path: str, handler) -> None:
-        self.handler = handler
-        self.reqs: list[dict] = []
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(path)
-        self.srv.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
-
-    def _conn(self, c: socket.socket) -> None:
-        f = c.makefile("rb")
-        with c, f:
-            line = f.readline().decode()
-            if not line:
-                return
-            method, path, _ = line.split(" ")
-            headers = {}
-            while True:
-                h = f.readline().decode().strip()
-                if not h:
-                    break
-                k, _, v = h.partition(":")
-                headers[k.lower()] = v.strip()
-            req = {"method": method, "path": path, "headers": headers, "chunks": [], "body": b""}
-            if headers.get("transfer-encoding") == "chunked":
-                parts = []
-                while True:
-                    n = int(f.readline().strip(), 16)
-                    if n == 0:
-                        f.readline()
-                        break
-                    parts.append(f.read(n))
-                    f.readline()
-                req["chunks"] = [len(p) for p in parts]
-                req["body"] = b"".join(parts)
-            else:
-                req["body"] = f.read(int(headers.get("content-length", 0)))
-            self.reqs.append(req)
-            self.handler(req, c)
-
-    def close(self) -> None:
-        self.srv.close()
-
-
-def _reply(c, status: int, body: bytes, reason: str = "OK") -> None:
-    c.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-              f"Connection: close\r\n\r\n".encode() + body)
-
-
-def _chunked(c, events: list[dict]) -> None:
+def _events(c, events: list[dict]) -> None:
     try:
-        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for ev in events:
-            ln = json.dumps(ev).encode() + b"\r\n"
-            c.sendall(b"%x\r\n" % len(ln) + ln + b"\r\n")
-        c.sendall(b"0\r\n\r\n")
+        chunked(c, [json.dumps(ev).encode() + b"\r\n" for ev in events])
     except (BrokenPipeError, ConnectionResetError):
         pass        # the client stops reading at an error, before the last chunk
 
@@ -296,7 +231,7 @@ def test_build_request_query_headers_and_output(sock, ctx, tmp_path, monkeypatch
     (ctx / "big").write_bytes(os.urandom(3 * 1024 * 1024))
     monkeypatch.setenv("FROMENV", "envval")
     monkeypatch.delenv("UNSET_ARG", raising=False)
-    srv = Server(sock, lambda req, c: _chunked(c, OK_EVENTS))
+    srv = Server(sock, lambda req, c: _events(c, OK_EVENTS))
     iid = tmp_path / "iid"
     iid.write_text("stale")
     try:
@@ -331,7 +266,7 @@ def test_quiet_prints_only_the_id(sock, ctx, tmp_path, capsys):
     iid = tmp_path / "iid"
 
     def handler(req, c):
-        _chunked(c, [{"stream": "sha256:" + "cd" * 32 + "\n"}, {"aux": {"ID": "sha256:" + "cd" * 32}}])
+        _events(c, [{"stream": "sha256:" + "cd" * 32 + "\n"}, {"aux": {"ID": "sha256:" + "cd" * 32}}])
     srv = Server(sock, handler)
     try:
         assert main(["build", "-q", "--iidfile", str(iid), str(ctx)]) == 0
@@ -350,7 +285,7 @@ def test_failing_step_exit_code_and_stderr(sock, ctx, tmp_path, capsys):
     iid.write_text("stale")
 
     def handler(req, c):
-        _chunked(c, [{"stream": "Step 1/1 : RUN exit 3\n"}, {"stream": " ---> Running in abc\n"}, err])
+        _events(c, [{"stream": "Step 1/1 : RUN exit 3\n"}, {"stream": " ---> Running in abc\n"}, err])
     srv = Server(sock, handler)
     try:
         assert main(["build", "--iidfile", str(iid), str(ctx)]) == 3
@@ -372,9 +307,9 @@ def test_failing_step_exit_code_and_stderr(sock, ctx, tmp_path, capsys):
 def test_error_without_code_exits_1_and_http_error(sock, ctx, capsys):
     def handler(req, c):
         if "t=bad" in req["path"]:
-            _reply(c, 400, b'{"message":"invalid platform"}', "Bad Request")
+            reply(c, 400, b'{"message":"invalid platform"}', reason="Bad Request")
         else:
-            _chunked(c, [{"errorDetail": {"message": "boom"}, "error": "boom"}])
+            _events(c, [{"errorDetail": {"message": "boom"}, "error": "boom"}])
     srv = Server(sock, handler)
     try:
         assert main(["build", str(ctx)]) == 1
@@ -386,7 +321,7 @@ def test_error_without_code_exits_1_and_http_error(sock, ctx, capsys):
 
 
 def test_stdin_context_through_main(sock, monkeypatch, capsys):
-    srv = Server(sock, lambda req, c: _chunked(c, OK_EVENTS))
+    srv = Server(sock, lambda req, c: _events(c, OK_EVENTS))
     monkeypatch.setattr("sys.stdin", _Stdin(b"FROM busybox\nRUN echo hi\n"))
     try:
         assert main(["image", "build", "-"]) == 0
@@ -420,7 +355,7 @@ def test_help_lists_build(capsys):
 
 def test_builder_prune(sock, capsys):
     def handler(req, c):
-        _reply(c, 200, json.dumps({"CachesDeleted": ["sha256:aa", "sha256:bb"], "SpaceReclaimed": 2500}).encode())
+        reply(c, 200, json.dumps({"CachesDeleted": ["sha256:aa", "sha256:bb"], "SpaceReclaimed": 2500}).encode())
     srv = Server(sock, handler)
     try:
         assert main(["builder", "prune", "-f", "-a", "--filter", "until=24h"]) == 0

@@ -7,12 +7,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import tarfile
 import threading
 
 import pytest
 
+from cli_fakes import Server, chunked, reply
 from skiff.cli import image as image_mod
 from skiff.cli.container import cp
 from skiff.cli.flags import HelpRequested, Spec, parse
@@ -22,75 +22,6 @@ from skiff.cli.image import import_, load, progress_bar, show_progress
 from skiff.cli.main import CONTAINER, IMAGE, SYSTEM, main
 from skiff.cli.stats import _stats_stream
 from skiff.cli.upload import copy_file, file_size
-
-
-class Server:
-    """Serves one request per connection; reads Content-Length or chunked request bodies and
-    records (method, path, headers, chunk sizes, body); ``handler(req, conn)`` answers."""
-
-    def __init__(self, path: str, handler, read_body: bool = True) -> None:
-        self.handler = handler
-        self.read_body = read_body
-        self.reqs: list[dict] = []
-        self.srv = socket.socket(socket.AF_UNIX)
-        self.srv.bind(path)
-        self.srv.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
-
-    def _conn(self, c: socket.socket) -> None:
-        f = c.makefile("rb")
-        with c, f:
-            line = f.readline().decode()
-            if not line:
-                return
-            method, path, _ = line.split(" ")
-            headers = {}
-            while True:
-                h = f.readline().decode().strip()
-                if not h:
-                    break
-                k, _, v = h.partition(":")
-                headers[k.lower()] = v.strip()
-            req = {"method": method, "path": path, "headers": headers, "chunks": [], "body": b""}
-            if self.read_body:
-                if headers.get("transfer-encoding") == "chunked":
-                    parts = []
-                    while True:
-                        n = int(f.readline().strip(), 16)
-                        if n == 0:
-                            f.readline()
-                            break
-                        parts.append(f.read(n))
-                        f.readline()
-                    req["chunks"] = [len(p) for p in parts]
-                    req["body"] = b"".join(parts)
-                else:
-                    req["body"] = f.read(int(headers.get("content-length", 0)))
-            self.reqs.append(req)
-            self.handler(req, c)
-
-    def close(self) -> None:
-        self.srv.close()
-
-
-def _reply(c, status: int, body: bytes, ctype: str = "application/json", reason: str = "OK") -> None:
-    c.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-              f"Connection: close\r\n\r\n".encode() + body)
-
-
-def _chunked(c, lines: list[bytes]) -> None:
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for ln in lines:
-        c.sendall(b"%x\r\n" % len(ln) + ln + b"\r\n")
-    c.sendall(b"0\r\n\r\n")
 
 
 @pytest.fixture
@@ -146,7 +77,7 @@ def test_load_file_streams_with_content_length(sock, tmp_path, monkeypatch, caps
     data = os.urandom(3 * 1024 * 1024 + 17)
     p = tmp_path / "img.tar"
     p.write_bytes(data)
-    srv = Server(sock, lambda req, c: _chunked(c, [LOADED]))
+    srv = Server(sock, lambda req, c: chunked(c, [LOADED]))
     reads: list[int] = []
     real_copy = image_mod.__dict__.get("copy_file")
     assert real_copy is None                       # imported lazily, not at module load
@@ -183,7 +114,7 @@ def test_load_stdin_pipe_streams_chunked(sock, monkeypatch, capsys):
             fw.write(data)
     t = threading.Thread(target=feed)
     t.start()
-    srv = Server(sock, lambda req, c: _chunked(c, [LOADED]))
+    srv = Server(sock, lambda req, c: chunked(c, [LOADED]))
     with os.fdopen(r, "rb") as pr:
         monkeypatch.setattr("sys.stdin", _Stdin(pr))
         try:
@@ -204,7 +135,7 @@ def test_load_error_in_stream_and_early_error_reply(sock, tmp_path):
     p.write_bytes(b"not a tar" * 1000)
     def handler(req, c):
         try:
-            _chunked(c, [b'{"errorDetail":{"message":"bad tar"},"error":"bad tar"}\n'])
+            chunked(c, [b'{"errorDetail":{"message":"bad tar"},"error":"bad tar"}\n'])
         except BrokenPipeError:
             pass        # the client stops reading at the error, before the last chunk
     srv = Server(sock, handler)
@@ -218,7 +149,7 @@ def test_load_error_in_stream_and_early_error_reply(sock, tmp_path):
     # the daemon answers before reading the (large) body: its error is what the user sees
     big = tmp_path / "big.tar"
     big.write_bytes(b"\0" * (8 * 1024 * 1024))
-    srv = Server(sock, lambda req, c: _reply(c, 500, b'{"message":"no space left on device"}', reason="Error"),
+    srv = Server(sock, lambda req, c: reply(c, 500, b'{"message":"no space left on device"}', reason="Error"),
                  read_body=False)
     try:
         with pytest.raises(APIError) as e2:
@@ -230,9 +161,13 @@ def test_load_error_in_stream_and_early_error_reply(sock, tmp_path):
 
 def test_upload_refuses_input_that_changes_size(sock):
     def handler(req, c):
+        # no answer before the client gives up on the request (closes): an early answer would race
+        # the client's check of the body size ("the daemon stopped reading it" instead)
+        while c.recv(65536):
+            pass
         try:
-            _reply(c, 200, b"{}")
-        except BrokenPipeError:
+            reply(c, 200, b"{}")
+        except (BrokenPipeError, ConnectionResetError):
             pass        # the client gave up on the request before the reply
     srv = Server(sock, handler, read_body=False)
     try:
@@ -248,7 +183,7 @@ def test_import_file_streams(sock, tmp_path, capsys):
     data = os.urandom(300000)
     p = tmp_path / "rootfs.tar"
     p.write_bytes(data)
-    srv = Server(sock, lambda req, c: _chunked(c, [b'{"status":"sha256:' + b"a" * 64 + b'"}\n']))
+    srv = Server(sock, lambda req, c: chunked(c, [b'{"status":"sha256:' + b"a" * 64 + b'"}\n']))
     try:
         assert import_(Client(f"unix://{sock}"), [str(p), "imp:1"]) == 0
     finally:
@@ -267,9 +202,9 @@ def test_cp_directory_upload_streams_a_tar(sock, tmp_path):
 
     def handler(req, c):
         if req["method"] == "HEAD":
-            _reply(c, 404, b'{"message":"Could not find the file /dst in container c1"}', reason="Not Found")
+            reply(c, 404, b'{"message":"Could not find the file /dst in container c1"}', reason="Not Found")
         else:
-            _reply(c, 200, b"")
+            reply(c, 200, b"")
     srv = Server(sock, handler)
     try:
         assert cp(Client(f"unix://{sock}"), [str(src), "c1:/dst"]) == 0
@@ -414,9 +349,9 @@ def _sample(cpu: int, sys_: int, mem: int) -> bytes:
 def test_stats_stream_named_containers(sock, capsys):
     def handler(req, c):
         if req["path"].startswith("/v1.47/containers/c1/stats?stream=1"):
-            _chunked(c, [_sample(10, 1000, 1024 * 1024), _sample(50, 1000, 2 * 1024 * 1024)])
+            chunked(c, [_sample(10, 1000, 1024 * 1024), _sample(50, 1000, 2 * 1024 * 1024)])
         else:
-            _reply(c, 404, b'{"message":"No such container: nope"}', reason="Not Found")
+            reply(c, 404, b'{"message":"No such container: nope"}', reason="Not Found")
     srv = Server(sock, handler)
     out = io.StringIO()
     try:
@@ -443,9 +378,9 @@ def test_stats_stream_all_running_follows_the_container_list(sock):
         if req["path"].startswith("/v1.47/containers/json"):
             lists.append(req["path"])
             if len(lists) == 1:
-                _reply(c, 200, json.dumps([{"Id": "c1"}]).encode())
+                reply(c, 200, json.dumps([{"Id": "c1"}]).encode())
             else:       # ends the endless loop of the test: the error propagates
-                _reply(c, 500, b'{"message":"daemon shutting down"}', reason="Error")
+                reply(c, 500, b'{"message":"daemon shutting down"}', reason="Error")
         else:           # a stream that stays open after its first sample, as the daemon's does
             ln = _sample(10, 1000, 1024)
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -466,7 +401,7 @@ def test_stats_stream_all_running_follows_the_container_list(sock):
 
 
 def test_stats_stream_terminal_redraws(sock):
-    srv = Server(sock, lambda req, c: _chunked(c, [_sample(10, 1000, 1024)]))
+    srv = Server(sock, lambda req, c: chunked(c, [_sample(10, 1000, 1024)]))
     out = _TTY()
     try:
         rc = _stats_stream(Client(f"unix://{sock}"), ["c1"], False, True, "{{.Name}} {{.PIDs}}", out,
@@ -478,7 +413,7 @@ def test_stats_stream_terminal_redraws(sock):
 
 
 def test_stats_all_fail(sock, capsys):
-    srv = Server(sock, lambda req, c: _reply(c, 404, b'{"message":"No such container: x"}', reason="Not Found"))
+    srv = Server(sock, lambda req, c: reply(c, 404, b'{"message":"No such container: x"}', reason="Not Found"))
     out = io.StringIO()
     try:
         assert _stats_stream(Client(f"unix://{sock}"), ["x"], False, True, "{{.Name}}", out) == 1
