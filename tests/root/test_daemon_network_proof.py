@@ -208,6 +208,12 @@ def test_dns_options_on_the_default_bridge_and_add_host(skiffd):
                            "--dns-option", "ndots:3", "busybox")).strip()
     hc = inspect(skiffd, cid)["HostConfig"]
     assert (hc["Dns"], hc["DnsSearch"], hc["DnsOptions"]) == (["192.0.2.1"], ["a.example"], ["ndots:3"])
+    ok(skiffd.docker("rm", cid))
+    # host-gateway is the default bridge's gateway, also for a container without networking
+    hosts = ok(skiffd.docker("run", "--rm", "--network", "none", "--add-host", "host.docker.internal:host-gateway",
+                             "busybox", "cat", "/etc/hosts"))
+    gw = ok(skiffd.docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "bridge")).strip()
+    assert gw and f"{gw}\thost.docker.internal\n" in hosts
 
 
 @pytest.mark.root

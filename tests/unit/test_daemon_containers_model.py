@@ -219,6 +219,11 @@ def test_hosts_file():
         etcfiles.hosts_file(["x:notanip"])
     with pytest.raises(ValueError, match="host-gateway"):
         etcfiles.hosts_file(["x:host-gateway"])
+    assert etcfiles.hosts_file(["host.docker.internal:host-gateway", "y=host-gateway"],
+                               host_gateway="172.18.0.1").endswith(
+        "172.18.0.1\thost.docker.internal\n172.18.0.1\ty\n")
+    assert etcfiles.uses_host_gateway(["a:1.2.3.4", "b=host-gateway"])
+    assert not etcfiles.uses_host_gateway(["a:1.2.3.4", "host-gateway:1.2.3.4"])
 
 
 def test_fill_host_config_defaults():

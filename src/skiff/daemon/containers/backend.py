@@ -409,7 +409,7 @@ class ContainerService(ContainersBackend):
             made.append("dir")
             hostname = merged.get("Hostname") or specgen.default_hostname(cid, host)   # issue 8: host network
             merged["Hostname"] = hostname
-            etc = self._write_etc_files(d, hostname, merged, host)
+            etc = self._write_etc_files(d, hostname, merged, host, await self._host_gateway(host))
             c = Container(
                 id=cid, name=full_name, created=time.time_ns(), image_id=image.id,
                 config=merged, host_config=host, networking_config=netcfg,
@@ -479,7 +479,8 @@ class ContainerService(ContainersBackend):
             raise ApiError(str(e)) from None
         try:
             etcfiles.write_file(c.hosts_path, etcfiles.hosts_file(
-                c.host_config.get("ExtraHosts"), own=(ep.ip, str(c.config.get("Hostname") or c.id[:12]))))
+                c.host_config.get("ExtraHosts"), own=(ep.ip, str(c.config.get("Hostname") or c.id[:12])),
+                host_gateway=await self._host_gateway(c.host_config)))
             if ep.network != "bridge":      # user network: the embedded DNS server
                 hc = c.host_config
                 etcfiles.write_file(c.resolv_conf_path, etcfiles.embedded_dns_resolv_conf(
@@ -538,14 +539,28 @@ class ContainerService(ContainersBackend):
             raise InvalidParameter(f"runtime {name}: runtimeArgs are not supported yet by skiffd")
         return "io.containerd.runc.v2", rt.path
 
+    async def _host_gateway(self, host: dict[str, Any]) -> str | None:
+        """The address ``--add-host NAME:host-gateway`` stands for: the default bridge's gateway
+        (the bridge is made if it is not up yet), as dockerd's default ``host-gateway-ip``. None
+        when no entry asks for it."""
+        if not etcfiles.uses_host_gateway(host.get("ExtraHosts")):
+            return None
+        if self.network is None:
+            raise InvalidParameter("HostConfig.ExtraHosts: host-gateway: skiffd runs without networking")
+        from skiff.daemon.network.bridge import NetworkError
+        try:
+            return await self.network.host_gateway_ip()
+        except NetworkError as e:
+            raise ApiError(f"HostConfig.ExtraHosts: host-gateway: {e}") from None
+
     def _write_etc_files(self, d: str, hostname: str, config: dict[str, Any],
-                         host: dict[str, Any]) -> dict[str, str]:
+                         host: dict[str, Any], host_gateway: str | None = None) -> dict[str, str]:
         paths = {"/etc/hostname": os.path.join(d, "hostname"), "/etc/hosts": os.path.join(d, "hosts"),
                  "/etc/resolv.conf": os.path.join(d, "resolv.conf")}
         domain = config.get("Domainname") or ""
         etcfiles.write_file(paths["/etc/hostname"], hostname + "\n")
         try:
-            hosts = etcfiles.hosts_file(host.get("ExtraHosts"))
+            hosts = etcfiles.hosts_file(host.get("ExtraHosts"), host_gateway=host_gateway)
             try:
                 with open(self.host_resolv_conf, encoding="utf-8") as f:
                     host_text = f.read()

@@ -20,8 +20,15 @@ HOSTS_BASE = ("127.0.0.1\tlocalhost\n"
               "ff02::2\tip6-allrouters\n")
 
 
-def hosts_file(extra_hosts: list[str] | None, own: tuple[str, str] | None = None) -> str:
-    """``/etc/hosts`` with Docker's base entries, ``--add-host host:ip`` lines and, with ``own``
+def uses_host_gateway(extra_hosts: list[str] | None) -> bool:
+    """Whether an ``--add-host`` entry asks for Docker's ``host-gateway`` address."""
+    return any(e.partition("=" if "=" in e else ":")[2] == "host-gateway" for e in extra_hosts or [])
+
+
+def hosts_file(extra_hosts: list[str] | None, own: tuple[str, str] | None = None,
+               host_gateway: str | None = None) -> str:
+    """``/etc/hosts`` with Docker's base entries, ``--add-host host:ip`` lines (``host-gateway``
+    standing for ``host_gateway``, the default bridge's address as in Docker) and, with ``own``
     = (address, hostname), the container's own address on its network last (as Docker)."""
     out = HOSTS_BASE
     for entry in extra_hosts or []:
@@ -32,14 +39,15 @@ def hosts_file(extra_hosts: list[str] | None, own: tuple[str, str] | None = None
             name, _, ip = entry.partition(":")
         if not name or not ip:
             raise ValueError(f"HostConfig.ExtraHosts: invalid entry {entry!r}: expected HOST:IP")
-        if ip != "host-gateway":
-            try:
-                ipaddress.ip_address(ip.strip("[]"))
-            except ValueError:
-                raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: invalid IP address {ip!r}") from None
-        else:
-            raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: the host-gateway address is not "
-                             "supported by skiffd yet (give the bridge gateway's IP)")
+        if ip == "host-gateway":
+            if not host_gateway:
+                raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: no host-gateway address: skiffd "
+                                 "runs without its bridge network")
+            ip = host_gateway
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise ValueError(f"HostConfig.ExtraHosts: {entry!r}: invalid IP address {ip!r}") from None
         out += f"{ip.strip('[]')}\t{name}\n"
     if own is not None:
         out += f"{own[0]}\t{own[1]}\n"

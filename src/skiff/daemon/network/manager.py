@@ -155,6 +155,12 @@ class NetworkManager:
             log.info("network %s: bridge %s up: %s, gateway %s", net.name, b.name, b.subnet, b.gateway)
             return b
 
+    async def host_gateway_ip(self) -> str:
+        """The default bridge's gateway address (``--add-host NAME:host-gateway``), making the
+        bridge if it is not up yet."""
+        b = await self._ensure_bridge(self.default_net)
+        return str(b.gateway)
+
     async def _release_bridge(self, netid: str, destroy: bool) -> None:
         b = self.bridges.pop(netid, None)
         self.pools.pop(netid, None)
