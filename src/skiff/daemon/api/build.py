@@ -88,7 +88,7 @@ def parse_options(q: Any, headers: Any) -> Any:
     """The query parameters of ``POST /build`` as ``BuildOptions`` (moby's
     ``newImageBuildOptions``); what skiffd cannot do is refused."""
     from skiff.daemon.build.builder import BuildOptions, validate_platform
-    from skiff.images.reference import ReferenceError, parse_docker_ref
+    from skiff.daemon.images.service import tag_reference
     if q.get("remote"):
         raise InvalidParameter(f"remote={q['remote']}: remote build contexts (URLs, git) are not supported: skiffd "
                                "builds offline; send the context as the request body")
@@ -110,14 +110,7 @@ def parse_options(q: Any, headers: Any) -> Any:
     for t in q.getall("t", []):
         if not t:
             continue
-        try:
-            ref = parse_docker_ref(t)
-        except ReferenceError as e:
-            raise InvalidParameter(f"invalid reference format: {e}") from None
-        if ref.digest:
-            raise InvalidParameter("build tag cannot contain a digest")
-        if not ref.tag:
-            ref = parse_docker_ref(t + ":latest")
+        ref = tag_reference(t, "build tag cannot contain a digest")
         if str(ref) not in tags:
             tags.append(str(ref))
     buildargs = _json(q, "buildargs", dict)

@@ -123,6 +123,19 @@ def parse_rfc3339(text: str) -> int:
     return int(d.timestamp())
 
 
+def tag_reference(text: str, digest_refused: str) -> Any:
+    """``name[:tag]`` as a reference with a tag (``latest`` when none is given), what tag,
+    import, commit and build name an image with; a digest reference is refused with
+    ``digest_refused`` (each command's own wording, as dockerd's)."""
+    try:
+        ref = parse_docker_ref(text)
+    except ReferenceError as e:
+        raise InvalidParameter(f"invalid reference format: {e}") from None
+    if ref.digest:
+        raise InvalidParameter(digest_refused)
+    return ref if ref.tag else parse_docker_ref(text + ":latest")
+
+
 @functools.lru_cache(maxsize=4096)
 def familiar(name: str) -> str:
     """``docker.io/library/busybox:latest`` -> ``busybox:latest`` (kept: every listing asks)."""
@@ -635,15 +648,7 @@ class ImageService:
         img = await self.resolve(source)
         if not repo:
             raise InvalidParameter("tag: repository name must have at least one component")
-        text = f"{repo}:{tag}" if tag else repo
-        try:
-            ref = parse_docker_ref(text)
-        except ReferenceError as e:
-            raise InvalidParameter(f"invalid reference format: {e}") from None
-        if ref.digest:
-            raise InvalidParameter("refusing to create a tag with a digest reference")
-        if not ref.tag:
-            ref = parse_docker_ref(text + ":latest")
+        ref = tag_reference(f"{repo}:{tag}" if tag else repo, "refusing to create a tag with a digest reference")
         path_last = ref.path.rpartition("/")[2]
         if len(path_last) == 64 and all(c in "0123456789abcdef" for c in path_last) and not tag:
             raise InvalidParameter(f"invalid repository name ({path_last}), cannot specify 64-byte "

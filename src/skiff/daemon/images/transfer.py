@@ -34,7 +34,7 @@ from typing import Any
 from skiff.daemon.api.errors import ApiError, Conflict, InvalidParameter, NotFound, Unavailable
 from skiff.daemon.containerd.client import Descriptor
 from skiff.daemon.images.cdcontent import ContainerdContent
-from skiff.daemon.images.service import SNAPSHOTTER, Image, ImageService, familiar
+from skiff.daemon.images.service import SNAPSHOTTER, Image, ImageService, familiar, tag_reference
 from skiff.images.errors import ImageError
 from skiff.images.manifest import (
     MAX_MANIFEST_SIZE,
@@ -609,15 +609,7 @@ async def import_image(svc: ImageService, read: Callable[[int], Any], repo: str,
     """``POST /images/create?fromSrc=-``: the request body (a rootfs tarball, maybe compressed)
     as a one-layer image named ``repo:tag`` (unnamed when no repo)."""
     from skiff.images.archive import import_rootfs
-    name: str | None = None
-    if repo:
-        try:
-            r = parse_docker_ref(f"{repo}:{tag}" if tag else repo)
-        except ReferenceError as e:
-            raise InvalidParameter(f"invalid reference format: {e}") from None
-        if r.digest:
-            raise InvalidParameter("import: cannot import to a digest reference")
-        name = str(r if r.tag else parse_docker_ref(str(r) + ":latest"))
+    name = str(tag_reference(f"{repo}:{tag}" if tag else repo, "import: cannot import to a digest reference")) if repo else None
     loop = asyncio.get_running_loop()
 
     class Reader:
@@ -663,15 +655,7 @@ async def commit(svc: ImageService, *, container_id: str, container_name: str, i
     from the image's with ``container_config`` (the container's Config) and ``changes``
     applied. Returns the new image ID. ``pause``/``resume`` bracket the diff when given."""
     from skiff.images.archive import apply_changes
-    name: str | None = None
-    if repo:
-        try:
-            r = parse_docker_ref(f"{repo}:{tag}" if tag else repo)
-        except ReferenceError as e:
-            raise InvalidParameter(f"invalid reference format: {e}") from None
-        if r.digest:
-            raise InvalidParameter("commit: cannot commit to a digest reference")
-        name = str(r if r.tag else parse_docker_ref(str(r) + ":latest"))
+    name = str(tag_reference(f"{repo}:{tag}" if tag else repo, "commit: cannot commit to a digest reference")) if repo else None
     base = await svc.resolve(image_id)
     try:
         new_cfg = apply_changes(dict(container_config), changes)
