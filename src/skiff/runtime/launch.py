@@ -438,18 +438,8 @@ def _create_child(config: Config, bundle: str, chan: Channel, state_dirfd: int,
         lx = config.linux
         joined = [(ns.type, ns.path) for ns in lx.namespaces if ns.path]
         new = [ns.type for ns in lx.namespaces if not ns.path]
-        early_error: BaseException | None = None
         if "user" not in new and all(t != "user" for t, _ in joined):
-            try:
-                _join_and_unshare(sys, chan, joined, [t for t in new if t != "cgroup"], config)
-                _set_up_new_namespaces(sys, config, new)
-            except Exception as e:
-                early_error = e
-            chan.expect("go")
-            if early_error is not None:
-                raise early_error
-            if "cgroup" in new:
-                _join_and_unshare(sys, chan, [], ["cgroup"], config)
+            _namespaces_around_go(sys, chan, joined, new, config)
         else:
             chan.expect("go")
             _join_and_unshare(sys, chan, joined, new, config)
@@ -554,21 +544,30 @@ def _direct_init(config: Config, bundle: str, chan: Channel, state_dirfd: int,
         lx = config.linux
         joined = [(ns.type, ns.path) for ns in lx.namespaces if ns.path and ns.type != "pid"]
         new = [ns.type for ns in lx.namespaces if not ns.path and ns.type != "pid"]
-        early_error: BaseException | None = None
-        try:
-            _join_and_unshare(sys, chan, joined, [t for t in new if t != "cgroup"], config)
-            _set_up_new_namespaces(sys, config, new)
-        except Exception as e:
-            early_error = e
-        chan.expect("go")
-        if early_error is not None:
-            raise early_error
-        if "cgroup" in new:
-            _join_and_unshare(sys, chan, [], ["cgroup"], config)
+        _namespaces_around_go(sys, chan, joined, new, config)
         _init(sys, config, bundle, chan, state_dirfd, console_socket, no_pivot, seccomp_filter,
               preserve_fds)
     except BaseException as e:
         child_fail(chan, _describe(e))
+
+
+def _namespaces_around_go(sys: Syscalls, chan: Channel, joined: list[tuple[str, str]], new: list[str],
+                          config: Config) -> None:
+    """Without a user namespace: join and unshare everything but the cgroup namespace while the
+    runtime puts the process in its cgroup, wait for its "go", then unshare the cgroup
+    namespace (rooted at that cgroup). An error meanwhile is raised after the "go", so that the
+    runtime is not left waiting for a message the process would never read."""
+    early_error: BaseException | None = None
+    try:
+        _join_and_unshare(sys, chan, joined, [t for t in new if t != "cgroup"], config)
+        _set_up_new_namespaces(sys, config, new)
+    except Exception as e:
+        early_error = e
+    chan.expect("go")
+    if early_error is not None:
+        raise early_error
+    if "cgroup" in new:
+        _join_and_unshare(sys, chan, [], ["cgroup"], config)
 
 
 def _set_up_new_namespaces(sys: Syscalls, config: Config, new: list[str]) -> None:
