@@ -28,12 +28,9 @@ import datetime as _dt
 import functools
 import json
 import logging
-import os
 import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -567,62 +564,9 @@ class ImageService:
                 await self._drop_lease(lease)
         log.info("loaded the built-in image %s (%s)", BUILTIN_NAME, image.config.digest)
 
-    async def load(self, read: Callable[[int], Awaitable[bytes]]) -> builtins.list[dict[str, str]]:
-        """``docker load``: read a docker-archive or OCI archive through ``read(n)`` (b"" at the
-        end); returns the progress messages (``{"stream": "Loaded image: busybox:latest\\n"}``)."""
-        from skiff.images.archive import load as load_archive
-        from skiff.images.content import ContentStore
-        from skiff.images.metadata import MetaDB
-
-        loop = asyncio.get_running_loop()
-
-        async def _read(n: int) -> bytes:
-            return await read(n)
-
-        class Reader:
-            def read(self, n: int = -1) -> bytes:
-                return asyncio.run_coroutine_threadsafe(_read(n if n > 0 else 1 << 20), loop).result()
-
-        if self.tmp_dir:
-            os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix="load-", dir=self.tmp_dir)
-        messages: builtins.list[dict[str, str]] = []
-        meta = MetaDB(os.path.join(scratch, "meta.db"))
-        try:
-            store = ContentStore(os.path.join(scratch, "content"), meta, "load")
-
-            def do_load() -> builtins.list[Any]:
-                return load_archive(Reader(), store, meta, "load",  # type: ignore[arg-type]
-                                    progress_cb=messages.append, where="archive")
-            try:
-                loaded = await asyncio.to_thread(do_load)
-            except ImageError as e:
-                raise InvalidParameter(str(e)) from None
-            async with self._lock:
-                lease = await self._lease()
-                try:
-                    for img in loaded:
-                        await self._copy_tree(store, img.target, lease)
-                        mdesc = Descriptor(img.manifest.media_type, img.manifest.digest, img.manifest.size)
-                        await self.unpack(mdesc, lease)
-                        target = Descriptor(img.target.media_type, img.target.digest, img.target.size,
-                                            dict(img.target.annotations))
-                        await self.add_image(builtins.list(img.names), target, lease)
-                finally:
-                    await self._drop_lease(lease)
-        finally:
-            meta.close()
-            shutil.rmtree(scratch, ignore_errors=False)
-        for img in loaded:
-            for name in img.names:
-                self.events.publish("image", "load", img.config_digest, {"name": familiar(name)})
-            if not img.names:
-                self.events.publish("image", "load", img.config_digest, {"name": img.config_digest})
-        return messages
-
     async def _copy_tree(self, store: Any, desc: Any, lease: str) -> None:
         """Copy a manifest or index and what it names (that the scratch store holds) into
-        containerd, children first, with containerd's GC labels."""
+        containerd, children first, with containerd's GC labels (``docker import``)."""
         from skiff.images.manifest import children
         labels: dict[str, str] = {}
         if is_index(desc.media_type) or is_manifest(desc.media_type):
